@@ -1,0 +1,361 @@
+"""V-JEPA 2 video embeddings as a geneva column.
+
+Two columns come from this stage:
+
+``video_embedding`` (name from ``VIDEO_EMBEDDING_COL``)
+    ``list<fixed_size_list<float32, D>>``: one vector per *time step*. ``NUM_FRAMES``
+    frames (default 64) are sampled uniformly over the whole video (or the row's
+    ``start_s``/``end_s`` range); V-JEPA 2 groups them into tubelets of 2 frames, so a
+    row holds ``T = NUM_FRAMES / 2`` steps (32 by default). Each step vector is the mean of
+    that tubelet's spatial patch tokens (16x16 patches for the 256 px model). Keeping the
+    steps lets search pool at query time (mean, max, centre-weighted, segments).
+``video_embedding_pooled``
+    ``fixed_size_list<float32, D>``: mean over the steps, L2-normalised; the column the
+    ANN index is built on.
+
+``D`` is the model's width (1024 for ``facebook/vjepa2-vitl-fpc64-256``). The model name,
+profile and whether the weights are random are recorded in each column's field metadata.
+
+The numerical core (:class:`VJEPA2Embedder`, :func:`pool_steps`) runs without Ray; the
+geneva UDF classes wrap it. Videos that cannot be opened or decoded raise
+:class:`~udfs.decode.VideoDecodeError`; with ``on_error=skip_on_error()`` geneva isolates
+those rows (NULL plus an error record) and the rest of the batch is still written. Results
+of a failed batch are cached so geneva's bisection never decodes or embeds a row twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from udfs.decode import SamplingPlan, decode
+from udfs.models import ModelSpec, load_vjepa2, resolve_profile, vjepa2_spec
+
+NUM_FRAMES_ENV = "NUM_FRAMES"
+DEFAULT_NUM_FRAMES = 64
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Bump when the computation changes in a way that invalidates stored values.
+CODE_VERSION = "1"
+
+
+def num_frames_from_env(num_frames: int | None = None) -> int:
+    """Frames sampled per video: the argument, else ``$NUM_FRAMES``, else 64 (even, >= 2)."""
+    n = int(num_frames or os.environ.get(NUM_FRAMES_ENV) or DEFAULT_NUM_FRAMES)
+    if n < 2 or n % 2:
+        raise ValueError(f"NUM_FRAMES must be an even number >= 2 (V-JEPA 2 tubelets of 2): {n}")
+    return n
+
+
+def default_device() -> str:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resize_size(height: int, width: int, short: int) -> tuple[int, int]:
+    """Output size of a short-side resize to ``short`` (long side truncated, as HF processors do)."""
+    if height <= width:
+        return short, max(short, int(short * width / height))
+    return max(short, int(short * height / width)), short
+
+
+class VJEPA2Embedder:
+    """Batched V-JEPA 2 inference over decoded clips, preprocessing on the model's device.
+
+    ``embed(clips)`` takes uint8 clips ``[T, 3, H, W]`` (sizes may differ between clips) and
+    returns float32 ``[B, T // tubelet, D]`` step embeddings on the CPU.
+    """
+
+    def __init__(
+        self, profile: str | None = None, model: str | None = None, device: str | None = None
+    ) -> None:
+        self.profile = resolve_profile(profile)
+        self.model_name = model
+        self.device = device or default_device()
+        self._model: Any = None
+
+    @property
+    def model(self) -> Any:
+        """The loaded encoder (loaded on first use, once per process)."""
+        if self._model is None:
+            self._model = load_vjepa2(self.profile, self.model_name, self.device)
+        return self._model
+
+    @property
+    def crop_size(self) -> int:
+        """Side of the square crop fed to the model (256 for the released checkpoints)."""
+        return int(self.model.config.crop_size)
+
+    def preprocess(self, clips: Sequence[Any]) -> Any:
+        """Short-side resize (crop * 256/224), centre crop, ImageNet normalisation, on device.
+
+        Returns float ``[B, T, 3, crop, crop]``.
+        """
+        import torch
+        from torchvision.transforms.v2 import functional as TF
+
+        crop = self.crop_size
+        short = int(crop * 256 / 224)
+        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
+        out = []
+        for clip in clips:
+            if self.device != "cpu" and clip.device.type == "cpu":
+                clip = clip.pin_memory().to(self.device, non_blocking=True)
+            else:
+                clip = clip.to(self.device)
+            size = resize_size(int(clip.shape[-2]), int(clip.shape[-1]), short)
+            x = TF.resize(clip, list(size), antialias=True)
+            top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
+            x = x[:, :, top : top + crop, left : left + crop].float()
+            x = (x / 255.0 - mean) / std
+            out.append(x)
+        return torch.stack(out)
+
+    def embed(self, clips: Sequence[Any]) -> np.ndarray:
+        """Step embeddings ``[B, T // tubelet, D]`` (float32, CPU) for uint8 clips ``[T,3,H,W]``."""
+        import torch
+
+        if not clips:
+            return np.zeros((0, 0, 0), np.float32)
+        model = self.model
+        cfg = model.config
+        x = self.preprocess(clips)
+        autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if self.device.startswith("cuda")
+            else torch.autocast("cpu", enabled=False)
+        )
+        with torch.inference_mode(), autocast:
+            tokens = model(pixel_values_videos=x, skip_predictor=True).last_hidden_state
+        b, n, d = tokens.shape
+        steps = x.shape[1] // cfg.tubelet_size
+        per_step = n // steps
+        pooled = tokens.float().reshape(b, steps, per_step, d).mean(dim=2)
+        return pooled.cpu().numpy()
+
+    def embed_adaptive(self, clips: Sequence[Any], batch_size: int) -> np.ndarray:
+        """:meth:`embed` in micro-batches; on CUDA out-of-memory halve the batch and retry."""
+        import torch
+
+        results: list[np.ndarray] = []
+        i = 0
+        bs = max(1, batch_size)
+        while i < len(clips):
+            chunk = clips[i : i + bs]
+            try:
+                results.append(self.embed(chunk))
+            except torch.cuda.OutOfMemoryError:
+                if bs == 1:
+                    raise
+                torch.cuda.empty_cache()
+                bs = max(1, bs // 2)
+                continue
+            i += len(chunk)
+        return np.concatenate(results) if results else np.zeros((0, 0, 0), np.float32)
+
+
+def pool_steps(steps: np.ndarray) -> np.ndarray:
+    """Mean over time steps, L2-normalised: ``[..., T, D] -> [..., D]`` (float32)."""
+    v = np.asarray(steps, dtype=np.float32).mean(axis=-2)
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    return (v / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def steps_to_arrow(steps: Sequence[np.ndarray | None], dim: int) -> pa.Array:
+    """Arrow ``list<fixed_size_list<float32, dim>>`` from per-row ``[T, dim]`` arrays (None -> NULL)."""
+    lengths = [0 if s is None else int(s.shape[0]) for s in steps]
+    offsets = np.zeros(len(steps) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    present = [s.reshape(-1, dim) for s in steps if s is not None]
+    flat = np.concatenate(present).astype(np.float32).ravel() if present else np.zeros(0, np.float32)
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
+    mask = pa.array([s is None for s in steps]) if any(s is None for s in steps) else None
+    return pa.ListArray.from_arrays(pa.array(offsets), vectors, mask=mask)
+
+
+def steps_from_arrow(column: pa.Array) -> list[np.ndarray | None]:
+    """Inverse of :func:`steps_to_arrow`: a ``[T, D]`` float32 array per row (None for NULL)."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    dim = column.type.value_type.list_size
+    values = column.values.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+    offsets = column.offsets.to_numpy()
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    return [
+        values[offsets[i] : offsets[i + 1]] if valid[i] else None for i in range(len(column))
+    ]
+
+
+def _opt_float(array: pa.Array, i: int) -> float | None:
+    value = array[i].as_py()
+    return None if value is None else float(value)
+
+
+class VideoEmbedding:
+    """geneva stateful UDF computing the per-step V-JEPA 2 column.
+
+    Arguments default to the documented environment variables (``VW_MODELS``,
+    ``VJEPA_MODEL``, ``NUM_FRAMES``, ``BLOCK_SIZE``). ``__init__`` is cheap; the model is
+    loaded on the first call, once per worker.
+    """
+
+    def __init__(
+        self,
+        profile: str | None = None,
+        model: str | None = None,
+        num_frames: int | None = None,
+        batch_size: int = 8,
+        device: str | None = None,
+        decode_threads: int | None = None,
+        cache_rows: int = 4096,
+    ) -> None:
+        self.profile = resolve_profile(profile)
+        self.model = model
+        self.num_frames = num_frames_from_env(num_frames)
+        self.batch_size = batch_size
+        self.device = device
+        self.decode_threads = decode_threads or min(8, os.cpu_count() or 1)
+        self.cache_rows = cache_rows
+        self._embedder: VJEPA2Embedder | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._done: OrderedDict[tuple, np.ndarray | BaseException] = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_embedder=None, _pool=None, _done=OrderedDict())
+        return state
+
+    def _decode(self, uri: str, video_id: str, start: float | None, end: float | None) -> Any:
+        plan = SamplingPlan.uniform(self.num_frames, start_s=start, end_s=end)
+        device = self._embedder.device if self._embedder else "cpu"
+        # Decode on the CPU; NVDEC is used only when explicitly asked for (VW_DECODE_DEVICE).
+        dec_device = os.environ.get("VW_DECODE_DEVICE", "cpu") if device != "cpu" else "cpu"
+        return decode(uri, plan, device=dec_device, name=f"{video_id} ({uri})").data
+
+    def __call__(
+        self, video_id: pa.Array, uri: pa.Array, start_s: pa.Array, end_s: pa.Array
+    ) -> pa.Array:
+        """Embed one batch of videos; raises the first row's error if any row failed."""
+        if self._embedder is None:
+            self._embedder = VJEPA2Embedder(self.profile, self.model, self.device)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="vw-decode")
+        keys = [
+            (video_id[i].as_py(), uri[i].as_py(), _opt_float(start_s, i), _opt_float(end_s, i))
+            for i in range(len(uri))
+        ]
+        todo = [k for k in dict.fromkeys(keys) if k not in self._done]
+        futures: list[tuple[tuple, Future]] = [
+            (k, self._pool.submit(self._decode, k[1], k[0], k[2], k[3])) for k in todo
+        ]
+        ready: list[tuple[tuple, Any]] = []
+        for key, fut in futures:
+            try:
+                ready.append((key, fut.result()))
+            except Exception as err:  # noqa: BLE001 - kept and re-raised for this row
+                self._remember(key, err)
+            if len(ready) >= self.batch_size:
+                self._embed_ready(ready)
+                ready = []
+        self._embed_ready(ready)
+        for key in keys:
+            outcome = self._done[key]
+            if isinstance(outcome, BaseException):
+                raise outcome
+        steps = [self._done[k] for k in keys]
+        for k in keys:
+            self._done.pop(k, None)
+        dim = int(steps[0].shape[-1]) if steps else vjepa2_spec(self.profile, self.model).dim
+        return steps_to_arrow(steps, dim)
+
+    def _embed_ready(self, ready: list[tuple[tuple, Any]]) -> None:
+        if not ready or self._embedder is None:
+            return
+        out = self._embedder.embed_adaptive([clip for _, clip in ready], self.batch_size)
+        for (key, _), emb in zip(ready, out, strict=True):
+            self._remember(key, emb)
+
+    def _remember(self, key: tuple, outcome: np.ndarray | BaseException) -> None:
+        self._done[key] = outcome
+        self._done.move_to_end(key)
+        while len(self._done) > self.cache_rows:
+            self._done.popitem(last=False)
+
+
+class PooledEmbedding:
+    """geneva UDF: the pooled, L2-normalised vector of a per-step embedding column."""
+
+    def __call__(self, steps: pa.Array) -> pa.Array:
+        """``list<fixed_size_list<float32, D>>`` -> ``fixed_size_list<float32, D>`` (NULL stays NULL)."""
+        steps = steps.combine_chunks() if isinstance(steps, pa.ChunkedArray) else steps
+        dim = steps.type.value_type.list_size
+        rows = steps_from_arrow(steps)
+        out = np.zeros((len(rows), dim), np.float32)
+        for i, r in enumerate(rows):
+            if r is not None and len(r):
+                out[i] = pool_steps(r)
+        mask = pa.array([r is None or not len(r) for r in rows])
+        flat = pa.array(out.ravel(), pa.float32())
+        return pa.FixedSizeListArray.from_arrays(flat, dim, mask=mask)
+
+
+def udf_version(spec: ModelSpec, num_frames: int) -> str:
+    """Version string of the step column: changes when anything that alters values changes."""
+    return f"vjepa2-steps:{CODE_VERSION}:{spec.profile}:{spec.name}:{num_frames}"
+
+
+def video_embedding_udf(
+    profile: str | None = None,
+    model: str | None = None,
+    num_frames: int | None = None,
+    batch_size: int = 8,
+    num_gpus: float | None = None,
+    device: str | None = None,
+    checkpoint_size: int | None = None,
+) -> Any:
+    """The geneva UDF for the per-step column, typed and labelled from the model profile."""
+    from geneva import udf
+    from geneva.debug.error_store import skip_on_error
+
+    from tables.schema import embedding_steps_type
+
+    spec = vjepa2_spec(profile, model)
+    frames = num_frames_from_env(num_frames)
+    meta = spec.field_metadata() | {"vw.num_frames": str(frames), "vw.steps": str(frames // 2)}
+    gpus = num_gpus if num_gpus is not None else 0.0
+    return udf(
+        VideoEmbedding(spec.profile, model, frames, batch_size, device),
+        data_type=embedding_steps_type(spec.dim),
+        version=udf_version(spec, frames),
+        field_metadata=meta,
+        num_cpus=1,
+        num_gpus=gpus,
+        checkpoint_size=checkpoint_size or max(batch_size, 8),
+        on_error=skip_on_error(),
+    )
+
+
+def pooled_udf(steps_column: str, spec: ModelSpec) -> Any:
+    """The geneva UDF for ``<steps_column>_pooled`` (reads the step column, no decoding)."""
+    from geneva import udf
+    from geneva.debug.error_store import skip_on_error
+
+    from tables.schema import vector_type
+
+    return udf(
+        PooledEmbedding(),
+        data_type=vector_type(spec.dim),
+        version=f"mean-l2:{CODE_VERSION}",
+        input_columns=[steps_column],
+        field_metadata=spec.field_metadata() | {"vw.pooling": "mean-l2", "vw.source": steps_column},
+        num_cpus=1,
+        on_error=skip_on_error(),
+    )
