@@ -36,8 +36,11 @@ def _connect(db: str | None) -> Any:
 def _progress(label: str):
     """A progress callback printing ``label: done/total`` on one line (stderr)."""
     start = time.monotonic()
+    live = sys.stderr.isatty()
 
     def report(done: int, total: int) -> None:
+        if not live and done < total:
+            return
         rate = done / max(time.monotonic() - start, 1e-6)
         eta = (total - done) / rate if rate > 0 else 0.0
         end = "\n" if done >= total else "\r"
