@@ -26,7 +26,7 @@ of a failed batch are cached so geneva's bisection never decodes or embeds a row
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -109,7 +109,7 @@ class VJEPA2Embedder:
         out = []
         for clip in clips:
             if self.device != "cpu" and clip.device.type == "cpu":
-                clip = clip.pin_memory().to(self.device, non_blocking=True)
+                clip = (clip if clip.is_pinned() else clip.pin_memory()).to(self.device, non_blocking=True)
             else:
                 clip = clip.to(self.device)
             size = resize_size(int(clip.shape[-2]), int(clip.shape[-1]), short)
@@ -222,7 +222,8 @@ class VideoEmbedding:
         self.num_frames = num_frames_from_env(num_frames)
         self.batch_size = batch_size
         self.device = device
-        self.decode_threads = decode_threads or min(8, os.cpu_count() or 1)
+        # Decoding is the CPU-heavy part: on a GPU worker use every core to keep the model fed.
+        self.decode_threads = decode_threads or (os.cpu_count() or 1)
         self.cache_rows = cache_rows
         self._embedder: VJEPA2Embedder | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -234,16 +235,24 @@ class VideoEmbedding:
         return state
 
     def _decode(self, uri: str, video_id: str, start: float | None, end: float | None) -> Any:
+        """Decode one row's frames (runs in a decode thread; pins memory for a CUDA model)."""
         plan = SamplingPlan.uniform(self.num_frames, start_s=start, end_s=end)
         device = self._embedder.device if self._embedder else "cpu"
         # Decode on the CPU; NVDEC is used only when explicitly asked for (VW_DECODE_DEVICE).
         dec_device = os.environ.get("VW_DECODE_DEVICE", "cpu") if device != "cpu" else "cpu"
-        return decode(uri, plan, device=dec_device, name=f"{video_id} ({uri})").data
+        frames = decode(uri, plan, device=dec_device, name=f"{video_id} ({uri})").data
+        if device.startswith("cuda") and frames.device.type == "cpu":
+            frames = frames.pin_memory()
+        return frames
 
     def __call__(
         self, video_id: pa.Array, uri: pa.Array, start_s: pa.Array, end_s: pa.Array
     ) -> pa.Array:
-        """Embed one batch of videos; raises the first row's error if any row failed."""
+        """Embed one batch of videos; raises the first row's error if any row failed.
+
+        Decoding runs in a thread pool ahead of the model, with at most
+        ``batch_size + decode_threads`` decoded clips held at once.
+        """
         if self._embedder is None:
             self._embedder = VJEPA2Embedder(self.profile, self.model, self.device)
         if self._pool is None:
@@ -252,16 +261,21 @@ class VideoEmbedding:
             (video_id[i].as_py(), uri[i].as_py(), _opt_float(start_s, i), _opt_float(end_s, i))
             for i in range(len(uri))
         ]
-        todo = [k for k in dict.fromkeys(keys) if k not in self._done]
-        futures: list[tuple[tuple, Future]] = [
-            (k, self._pool.submit(self._decode, k[1], k[0], k[2], k[3])) for k in todo
-        ]
+        todo = iter([k for k in dict.fromkeys(keys) if k not in self._done])
+        pending: deque[tuple[tuple, Future]] = deque()
         ready: list[tuple[tuple, Any]] = []
-        for key, fut in futures:
+        window = self.batch_size + self.decode_threads
+        while True:
+            while len(pending) < window and (key := next(todo, None)) is not None:
+                pending.append((key, self._pool.submit(self._decode, key[1], key[0], key[2], key[3])))
+            if not pending:
+                break
+            key, fut = pending.popleft()
             try:
                 ready.append((key, fut.result()))
             except Exception as err:  # noqa: BLE001 - kept and re-raised for this row
                 self._remember(key, err)
+            del fut
             if len(ready) >= self.batch_size:
                 self._embed_ready(ready)
                 ready = []
@@ -338,7 +352,8 @@ def video_embedding_udf(
         field_metadata=meta,
         num_cpus=1,
         num_gpus=gpus,
-        checkpoint_size=checkpoint_size or max(batch_size, 8),
+        # Larger checkpoints on a GPU keep decode threads ahead of the model across batches.
+        checkpoint_size=checkpoint_size or (max(4 * batch_size, 32) if gpus else max(batch_size, 8)),
         on_error=skip_on_error(),
     )
 
