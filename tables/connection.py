@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,8 @@ from tables.schema import VIDEOS_SCHEMA
 
 if TYPE_CHECKING:
     import geneva
+
+STORAGE_OPTIONS_ENV = "VW_STORAGE_OPTIONS"
 
 #: Stable row ids let chunker views (windows) refresh incrementally; they cannot be added later.
 STABLE_ROW_IDS = {"new_table_enable_stable_row_ids": "true"}
@@ -24,19 +27,22 @@ def db_uri(uri: str | None = None) -> str:
 
 
 def storage_options_from_env() -> dict[str, str]:
-    """Object-store options taken from the environment (emulator endpoints for tests, etc.)."""
-    opts: dict[str, str] = {}
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-    if emulator:
-        opts["google_storage_url"] = emulator
-        opts["allow_http"] = "true"
-        opts.setdefault("google_skip_signature", "true")
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        opts["aws_endpoint"] = endpoint
-        if endpoint.startswith("http://"):
-            opts["allow_http"] = "true"
-    return opts
+    """Object-store options for the tables from ``$VW_STORAGE_OPTIONS`` (a JSON object).
+
+    Lance reads ``gs://`` / ``s3://`` with the usual credentials of the environment
+    (``GOOGLE_APPLICATION_CREDENTIALS``, ``AWS_*``); extra settings such as an S3 endpoint go
+    here, e.g. ``{"aws_endpoint": "http://127.0.0.1:9000", "allow_http": "true"}``.
+    """
+    raw = os.environ.get(STORAGE_OPTIONS_ENV)
+    if not raw:
+        return {}
+    try:
+        opts = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{STORAGE_OPTIONS_ENV} is not valid JSON: {err}") from err
+    if not isinstance(opts, dict):
+        raise ValueError(f"{STORAGE_OPTIONS_ENV} must be a JSON object of strings")
+    return {str(k): str(v) for k, v in opts.items()}
 
 
 def connect(uri: str | None = None) -> geneva.db.Connection:
