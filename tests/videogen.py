@@ -1,0 +1,215 @@
+"""Test videos whose frames encode their own index, plus broken files.
+
+Every frame is a grid of ``GRID x GRID`` black or white blocks; block ``k`` (row-major) is white
+when bit ``k`` of the frame index is set. The blocks are large, so the pattern survives H.264
+compression and downscaling, and :func:`frame_index_of` reads the index back by thresholding
+the mean of the centre of each block. Tests can therefore check exactly which frames a decoder
+returned.
+
+Videos are written with the ffmpeg CLI from raw frames on stdin (libx264, yuv420p, B-frames on,
+scene-cut keyframes off so the GOP is exactly ``gop`` frames).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+GRID = 4
+MAX_INDEX = 2 ** (GRID * GRID) - 1
+
+
+@dataclass(frozen=True)
+class GeneratedVideo:
+    """A generated video and the presentation time (seconds) of each of its frames."""
+
+    path: Path
+    pts_s: tuple[float, ...]
+    width: int
+    height: int
+    gop: int
+
+    @property
+    def num_frames(self) -> int:
+        """Number of frames in the file."""
+        return len(self.pts_s)
+
+    @property
+    def duration_s(self) -> float:
+        """End of the last frame (its pts plus the previous frame interval)."""
+        if len(self.pts_s) < 2:
+            return self.pts_s[0] if self.pts_s else 0.0
+        return self.pts_s[-1] + (self.pts_s[-1] - self.pts_s[-2])
+
+    def index_at(self, t: float) -> int:
+        """Index of the frame displayed at time ``t`` (the last frame whose pts <= t)."""
+        pts = np.asarray(self.pts_s)
+        return max(int(np.searchsorted(pts, t + 1e-9, side="right")) - 1, 0)
+
+
+def pattern_frame(index: int, width: int, height: int) -> np.ndarray:
+    """An RGB ``uint8`` frame ``[height, width, 3]`` encoding ``index`` as a block pattern."""
+    if not 0 <= index <= MAX_INDEX:
+        raise ValueError(f"frame index {index} does not fit in {GRID * GRID} bits")
+    bits = np.array([(index >> k) & 1 for k in range(GRID * GRID)], dtype=np.uint8)
+    cells = bits.reshape(GRID, GRID) * 255
+    rows = np.repeat(np.arange(GRID), -(-height // GRID))[:height]
+    cols = np.repeat(np.arange(GRID), -(-width // GRID))[:width]
+    grey = cells[rows[:, None], cols[None, :]]
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def frame_index_of(frame: torch.Tensor) -> int:
+    """Read back the index encoded by :func:`pattern_frame` from a ``[3, H, W]`` uint8 frame."""
+    if frame.ndim != 3 or frame.shape[0] != 3:
+        raise ValueError(f"expected a [3, H, W] frame, got shape {tuple(frame.shape)}")
+    grey = frame.detach().cpu().numpy().mean(axis=0)
+    height, width = grey.shape
+    index = 0
+    for k in range(GRID * GRID):
+        r, c = divmod(k, GRID)
+        # The centre half of the cell: away from the edges that compression and scaling blur.
+        y0, y1 = _centre_half(r, height)
+        x0, x1 = _centre_half(c, width)
+        if float(grey[y0:y1, x0:x1].mean()) > 127.5:
+            index |= 1 << k
+    return index
+
+
+def _centre_half(cell: int, size: int) -> tuple[int, int]:
+    lo, hi = cell * size / GRID, (cell + 1) * size / GRID
+    start = int(lo + (hi - lo) / 4)
+    return start, max(int(hi - (hi - lo) / 4), start + 1)
+
+
+def _run_ffmpeg(args: Sequence[str], frames: Sequence[int], width: int, height: int) -> None:
+    cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        for i in frames:
+            proc.stdin.write(pattern_frame(i, width, height).tobytes())
+    except BrokenPipeError:
+        pass  # ffmpeg exited early; its error is reported below
+    finally:
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    if proc.wait() != 0:
+        raise RuntimeError(f"ffmpeg failed ({' '.join(cmd)}): {err}")
+
+
+def _x264_args(gop: int) -> list[str]:
+    return [
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-bf", "2",
+    ]
+
+
+def make_cfr_video(
+    path: str | os.PathLike[str],
+    *,
+    num_frames: int,
+    fps: int = 25,
+    width: int = 320,
+    height: int = 240,
+    gop: int = 25,
+    faststart: bool = False,
+) -> GeneratedVideo:
+    """Write a constant-frame-rate H.264 video of ``num_frames`` index-pattern frames.
+
+    The container follows the suffix of ``path`` (``.mp4``, ``.mkv``, ...). ``faststart`` moves
+    the mp4 index to the front of the file.
+    """
+    path = Path(path)
+    args = [
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps),
+        "-i", "-", *_x264_args(gop),
+    ]
+    if faststart:
+        args += ["-movflags", "+faststart"]
+    _run_ffmpeg([*args, str(path)], range(num_frames), width, height)
+    return GeneratedVideo(path, tuple(i / fps for i in range(num_frames)), width, height, gop)
+
+
+# Frame durations (ms) of the variable-frame-rate video, repeated: 20, 40, 100, 40 ms.
+VFR_PATTERN_MS = (20, 40, 100, 40)
+
+
+def vfr_pts_ms(num_frames: int) -> list[int]:
+    """Presentation times (ms) of the frames of :func:`make_vfr_video`."""
+    pts, t = [], 0
+    for i in range(num_frames):
+        pts.append(t)
+        t += VFR_PATTERN_MS[i % len(VFR_PATTERN_MS)]
+    return pts
+
+
+def make_vfr_video(
+    path: str | os.PathLike[str],
+    *,
+    num_frames: int,
+    width: int = 320,
+    height: int = 240,
+    gop: int = 25,
+) -> GeneratedVideo:
+    """Write a variable-frame-rate H.264 video (frame durations cycle 20/40/100/40 ms).
+
+    ffmpeg's ``setpts`` assigns each frame its explicit timestamp and ``-fps_mode passthrough``
+    keeps them, on a 1 ms time base.
+    """
+    path = Path(path)
+    cycle = sum(VFR_PATTERN_MS)
+    n = len(VFR_PATTERN_MS)
+    offsets = [sum(VFR_PATTERN_MS[:k]) for k in range(n)]
+    within = "+".join(f"{off}*eq(mod(N,{n}),{k})" for k, off in enumerate(offsets) if off)
+    setpts = f"setpts='round(({cycle}*floor(N/{n})+{within})/1000/TB)'"
+    args = [
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", "1000",
+        "-i", "-", "-vf", setpts, "-fps_mode", "passthrough", *_x264_args(gop),
+    ]
+    if path.suffix == ".mp4":
+        args += ["-video_track_timescale", "1000"]
+    _run_ffmpeg([*args, str(path)], range(num_frames), width, height)
+    pts = tuple(ms / 1000 for ms in vfr_pts_ms(num_frames))
+    return GeneratedVideo(path, pts, width, height, gop)
+
+
+def make_broken_files(directory: str | os.PathLike[str], valid: Path) -> dict[str, Path]:
+    """Broken inputs derived from the valid mp4 ``valid`` (index at the end, no faststart).
+
+    Returns ``{kind: path}`` for: ``empty`` (0 bytes), ``random`` (random bytes), ``truncated``
+    (the first 40 % of ``valid``: the mp4 index is lost), ``corrupt_middle`` (the index is
+    intact but the middle half of the media data is overwritten with random bytes) and ``text``
+    (a text file named ``.mp4``).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(1234)
+    data = valid.read_bytes()
+    out = {
+        "empty": directory / "empty.mp4",
+        "random": directory / "random.mp4",
+        "truncated": directory / "truncated.mp4",
+        "corrupt_middle": directory / "corrupt_middle.mp4",
+        "text": directory / "notes.mp4",
+    }
+    out["empty"].write_bytes(b"")
+    out["random"].write_bytes(rng.randbytes(200_000))
+    out["truncated"].write_bytes(data[: int(len(data) * 0.4)])
+    lo, hi = len(data) // 4, len(data) * 3 // 4
+    moov = data.rfind(b"moov")
+    if moov != -1 and moov - 4 < hi:
+        hi = max(lo + 1, moov - 4 - 1024)
+    out["corrupt_middle"].write_bytes(data[:lo] + rng.randbytes(hi - lo) + data[hi:])
+    out["text"].write_text("This is not a video.\n" * 200)
+    return out
