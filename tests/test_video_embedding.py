@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from udfs.decode import VideoDecodeError
 
+from udfs.decode import VideoDecodeError
 from udfs.models import ModelUnavailableError, load_vjepa2, vjepa2_spec
 from udfs.video_embedding import (
     PooledEmbedding,
