@@ -85,8 +85,8 @@ def print_reports(reports: list[Any]) -> None:
     """One summary line per backfilled column, plus its errors."""
     for r in reports:
         typer.echo(
-            f"{r.column}: {r.computed} computed, {r.filled_after}/{r.rows} filled, "
-            f"{r.failed} failed, {r.seconds:.1f}s  ({r.model})"
+            f"  {r.column}: {r.computed} computed, {r.filled_after}/{r.rows} filled, "
+            f"{r.failed} failed, {r.seconds:.1f}s"
         )
         for e in r.errors:
             _err(f"  error row {e['row_address']}: {e['error_type']}: {e['message']}")

@@ -44,6 +44,6 @@ def run_demo(conn: Any, profile: str, videos_dir: Path) -> int:
     print_reports(reports)
     typer.echo(f"  model: {spec.label()}")
     typer.echo(f"  total time: {time.monotonic() - start:.1f}s")
-    typer.echo("  next: `vw status` shows the tables; see README for search and training readers")
+    typer.echo("  next: `vw status` shows the tables and any errors")
     failed = len(report.failures) + sum(r.failed for r in reports)
     return 0 if failed == 0 else 1
