@@ -392,7 +392,8 @@ def test_plan_validation_and_times():
 def test_auto_cost_model_prefers_seeking_sparse_plans_on_long_gops():
     keyframes = np.arange(0, 15000, 250)
     table = dec._FrameTable(
-        pts=np.arange(15000) / 25.0, end=(np.arange(15000) + 1) / 25.0, keyframes=keyframes
+        pts=np.arange(15000) / 25.0, end=(np.arange(15000) + 1) / 25.0, keyframes=keyframes,
+        durations=np.full(15000, 0.04),
     )
     sparse = np.arange(120, 15000, 250)  # mid-GOP, one per GOP
     keys = table.keyframe_before(sparse)
