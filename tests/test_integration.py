@@ -129,7 +129,10 @@ def test_new_videos_only_new_rows_computed_via_cli(warehouse: dict) -> None:
 
     res = runner.invoke(app, ["status", "--json", "--db", warehouse["db"]])
     assert res.exit_code == 0, res.output
-    status = json.loads(res.output)
+    # The shared Ray session of the test run may interleave its own log lines: parse the
+    # JSON document that `vw status --json` printed, ignoring anything after it.
+    text = res.stdout
+    status, _ = json.JSONDecoder().raw_decode(text[text.index("["):])
     videos = next(t for t in status if t["table"] == "videos")
     cols = {c["column"]: c for c in videos["columns"]}
     assert videos["rows"] == 10
