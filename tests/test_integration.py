@@ -132,7 +132,7 @@ def test_new_videos_only_new_rows_computed_via_cli(warehouse: dict) -> None:
     # The shared Ray session of the test run may interleave its own log lines: parse the
     # JSON document that `vw status --json` printed, ignoring anything after it.
     text = res.stdout
-    status, _ = json.JSONDecoder().raw_decode(text[text.index("["):])
+    status, _ = json.JSONDecoder().raw_decode(text[text.index("[\n"):])
     videos = next(t for t in status if t["table"] == "videos")
     cols = {c["column"]: c for c in videos["columns"]}
     assert videos["rows"] == 10
