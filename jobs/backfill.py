@@ -148,12 +148,13 @@ def _validate_where(table: Any, where: str | None) -> None:
         raise BackfillError(f"invalid --where {where!r}: {err}") from err
 
 
-def _where_for(column: str, opts: BackfillOptions, first: bool) -> str | None:
+def _where_for(column: str, opts: BackfillOptions) -> str | None:
     parts = []
     if opts.where:
         parts.append(f"({opts.where})")
-    if opts.retry_failed and first:
-        # A fresh filter string gets fresh checkpoints, so rows that failed before are retried.
+    if opts.retry_failed:
+        # A fresh filter string gets fresh checkpoints, so rows that failed before are retried
+        # (and their derived columns are not answered from a checkpoint holding NULL).
         nonce = uuid.uuid4().hex[:8]
         parts.append(f"('{nonce}' = '{nonce}')")
     if not parts:
@@ -161,13 +162,17 @@ def _where_for(column: str, opts: BackfillOptions, first: bool) -> str | None:
     return " AND ".join([f"{column} IS NULL", *parts])
 
 
+def _check_cluster(cluster: str | None) -> None:
+    if cluster not in (None, "local"):
+        raise BackfillError(f"unknown cluster {cluster!r}: only 'local' is defined")
+
+
 @contextlib.contextmanager
 def ray_session(conn: Any, cluster: str | None = None) -> Iterator[None]:
     """One Ray session for every backfill of a command (local Ray unless a cluster is named)."""
     from geneva._context import get_current_context
 
-    if cluster not in (None, "local"):
-        raise BackfillError(f"unknown cluster {cluster!r}: only 'local' is defined")
+    _check_cluster(cluster)
     if get_current_context() is not None:
         # Already inside a Ray context (a notebook, a test session): reuse it.
         yield
@@ -204,6 +209,7 @@ def run_backfill(
 ) -> list[ColumnReport]:
     """Fill ``columns`` of ``videos`` (in one Ray session); returns one report per column."""
     opts.profile = resolve_profile(opts.profile)
+    _check_cluster(cluster)  # before anything is registered on the table
     table = open_videos(conn, create=False)
     _validate_where(table, opts.where)
     stages: list[Stage] = []
@@ -220,27 +226,30 @@ def run_backfill(
     reports: list[ColumnReport] = []
     with ray_session(conn, cluster):
         for stage, spec in plans:
-            for i, col in enumerate(stage.columns()):
-                reports.append(_backfill_one(table, col, spec, opts, first=i == 0, log=log))
+            for col in stage.columns():
+                reports.append(_backfill_one(table, col, spec, opts, log=log))
     return reports
 
 
+def _filled(table: Any, col: str, scope: str | None, rows: int) -> int:
+    table.checkout_latest()
+    return rows - _count(table, " AND ".join(filter(None, [scope, f"{col} IS NULL"])))
+
+
 def _backfill_one(
-    table: Any, col: str, spec: ModelSpec, opts: BackfillOptions, first: bool,
-    log: Callable[[str], None],
+    table: Any, col: str, spec: ModelSpec, opts: BackfillOptions, log: Callable[[str], None]
 ) -> ColumnReport:
     table.checkout_latest()
     scope = f"({opts.where})" if opts.where else None
     rows = _count(table, scope)
-    filled_before = rows - _count(table, " AND ".join(filter(None, [scope, f"{col} IS NULL"])))
+    filled_before = _filled(table, col, scope, rows)
     log(f"backfill {col}: {rows - filled_before} of {rows} rows to compute")
     start = time.monotonic()
     result = table.backfill(
-        col, where=_where_for(col, opts, first), concurrency=opts.concurrency
+        col, where=_where_for(col, opts), concurrency=opts.concurrency
     )
     seconds = time.monotonic() - start
-    table.checkout_latest()
-    filled_after = rows - _count(table, " AND ".join(filter(None, [scope, f"{col} IS NULL"])))
+    filled_after = _filled(table, col, scope, rows)
     job_id = getattr(result, "job_id", None)
     errors = [e for e in recent_errors(table, col, limit=1000) if e["job_id"] == job_id]
     return ColumnReport(
