@@ -1,0 +1,102 @@
+"""`vw ensemble`: compare, fuse and score detectors' events (see :mod:`jobs.ensemble_run`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobs.cli import DbOpt, _connect, _err, app
+from tables.events import GROUND_TRUTH
+
+
+def parse_list(value: str, what: str) -> list[str]:
+    """A comma-separated option as a list of non-empty, stripped names."""
+    items = [v.strip() for v in value.split(",")]
+    if not value.strip() or any(not v for v in items):
+        raise ValueError(f"{what} must be a comma-separated list of names, got {value!r}")
+    return items
+
+
+def parse_weights(value: str) -> dict[str, float]:
+    """``qwen=1,llava=0.5`` as ``{"qwen": 1.0, "llava": 0.5}``."""
+    weights = {}
+    for item in parse_list(value, "--weights"):
+        name, sep, number = item.partition("=")
+        try:
+            weight = float(number)
+        except ValueError:
+            weight = math.nan
+        if not sep or not name.strip() or not math.isfinite(weight):
+            raise ValueError(f"--weights expects MODEL=NUMBER items separated by commas, got {item!r}")
+        weights[name.strip()] = weight
+    return weights
+
+
+@app.command("ensemble")
+def ensemble(
+    models: Annotated[
+        str, typer.Option("--models", help="Comma-separated models to compare and fuse, e.g. qwen,llava.")
+    ],
+    ground_truth: Annotated[str, typer.Option(help="Model name of the ground-truth events.")] = GROUND_TRUTH,
+    tolerance: Annotated[float, typer.Option(help="Matching tolerance in seconds (across models and for F1).")] = 3.0,
+    where: Annotated[
+        str | None,
+        typer.Option(help="SQL filter on `events`, applied to the models' events and the ground truth alike."),
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Folder for the JSON summary and the pictures.")] = None,
+    run_id: Annotated[
+        str | None, typer.Option(help="Run id (default: the ensemble name and a hash of the options).")
+    ] = None,
+    name: Annotated[str, typer.Option(help="Model name of the fused events written to `events`.")] = "ensemble",
+    weights: Annotated[
+        str | None, typer.Option(help="Per-model fusion weights, e.g. qwen=1,llava=0.5 (default 1 each).")
+    ] = None,
+    nms: Annotated[str, typer.Option(help="Non-maximum suppression of fused events: hard, soft or none.")] = "hard",
+    nms_window: Annotated[
+        float | None, typer.Option(help="NMS window in seconds (default: the tolerance).")
+    ] = None,
+    soft_sigma: Annotated[float, typer.Option(help="Gaussian sigma of soft-NMS.")] = 0.5,
+    min_confidence: Annotated[float, typer.Option(help="Drop fused events below this confidence.")] = 0.0,
+    classes: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated class list for average-mAP (default: SoccerNet-v2's 17 classes)."),
+    ] = None,
+    score: Annotated[bool, typer.Option("--score/--no-score", help="Score against the ground truth.")] = True,
+    max_timelines: Annotated[int, typer.Option(help="At most this many timeline pictures in the report.")] = 100,
+    db: DbOpt = None,
+) -> None:
+    """Match events across models, fuse them into one model, score all against the ground truth."""
+    from jobs.ensemble_report import format_summary, format_table, timeline_videos, write_report
+    from jobs.ensemble_run import EnsembleOptions, run_ensemble
+    from jobs.spotting_metrics import SOCCERNET_V2_CLASSES
+
+    try:
+        options = EnsembleOptions(
+            models=parse_list(models, "--models"), ground_truth=ground_truth, tolerance_s=tolerance, where=where,
+            name=name, run_id=run_id, weights=parse_weights(weights) if weights else None, nms=nms,
+            nms_window_s=nms_window, soft_nms_sigma=soft_sigma, min_confidence=min_confidence,
+            classes=tuple(parse_list(classes, "--classes")) if classes else SOCCERNET_V2_CLASSES, score=score,
+        )
+        if max_timelines < 0:
+            raise ValueError(f"--max-timelines must be >= 0, got {max_timelines}")
+        result = run_ensemble(_connect(db), options)
+    except (LookupError, ValueError) as err:
+        _err(f"error: {err}")
+        raise typer.Exit(2) from None
+    typer.echo(format_summary(result))
+    typer.echo("")
+    typer.echo(format_table(result))
+    if report is not None:
+        try:
+            files = write_report(result, report, max_timelines=max_timelines)
+        except (OSError, ValueError) as err:
+            _err(f"error: report not written to {report}: {err}")
+            raise typer.Exit(1) from None
+        typer.echo(f"report: {len(files)} files in {report}")
+        videos = len(timeline_videos(result))
+        if videos > max_timelines:
+            typer.echo(f"note: timelines drawn for {max_timelines} of {videos} videos (--max-timelines)")
+    typer.echo(", ".join(f"{k}: {v} rows written" for k, v in result.written.items()))

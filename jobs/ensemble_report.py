@@ -1,0 +1,257 @@
+"""The report of an ensemble run: a terminal table, a JSON summary and pictures.
+
+Pictures (matplotlib, Agg backend): ``f1_per_class.png`` and ``ap_per_class.png`` (tight and
+loose average-mAP) with one bar per model and class, and ``timelines/<video>.png``: the events of
+the ground truth and of every model along the video's time, coloured by label, with lines
+between events matched across models (grey: same label, red dashed: disagreeing labels) and
+from each true positive to its ground-truth event (green).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from jobs.ensemble import DISAGREE
+from jobs.ensemble_run import EnsembleResult
+from tables.ensemble_results import OVERALL, MetricRow
+
+SUMMARY_FILE = "summary.json"
+F1_FILE = "f1_per_class.png"
+AP_FILE = "ap_per_class.png"
+TIMELINE_DIR = "timelines"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _shown_labels(result: EnsembleResult) -> list[str]:
+    """Labels with ground truth or predictions for some model, in class-list order first."""
+    active = {r.label for r in result.metrics if r.label != OVERALL and (r.n_gt or r.n_pred)}
+    ordered = [c for c in result.options.classes if c in active]
+    return ordered + sorted(active - set(ordered))
+
+
+def _by_model_label(rows: Sequence[MetricRow]) -> dict[tuple[str, str], MetricRow]:
+    return {(r.model, r.label): r for r in rows}
+
+
+def format_summary(result: EnsembleResult) -> str:
+    """Run id, inputs, cross-model categories and fused events as a few lines of text."""
+    opts = result.options
+    videos = sorted({d.video_id for items in result.inputs.values() for d in items})
+    lines = [
+        f"run {result.run_id}: models {', '.join(opts.models)} -> '{opts.name}', tolerance {opts.tolerance_s:g} s, "
+        f"{len(videos)} videos with predictions, {len(result.scored_videos)} with ground truth",
+        "events: " + ", ".join(f"{m} {len(items)}" for m, items in result.inputs.items()),
+        "categories: " + (", ".join(f"{k} {v}" for k, v in result.category_counts().items()) or "none"),
+        f"fused: {len(result.fused)} events of '{opts.name}' (nms {opts.fusion().nms}, "
+        f"window {opts.fusion().window_s:g} s)",
+    ]
+    lines.extend(f"note: {n}" for n in result.notes)
+    return "\n".join(lines)
+
+
+def format_table(result: EnsembleResult) -> str:
+    """Per-class F1 at the tolerance and tight / loose average-mAP for every model, as text."""
+    if not result.metrics:
+        return "no scores (run without ground truth)"
+    models = result.scored_models
+    cells = _by_model_label(result.metrics)
+    labels = _shown_labels(result)
+    width = max([len(label) for label in labels] + [len("overall"), 8])
+    col = 22
+    head = f"{'label':<{width}}  {'gt':>5}  " + "".join(f"{m[:col - 2]:<{col}}" for m in models)
+    sub = f"{'':<{width}}  {'':>5}  " + "".join(f"{'F1    AP-t  AP-l':<{col}}" for _ in models)
+    lines = [head, sub, "-" * len(head)]
+    for label in [*labels, OVERALL]:
+        any_row = cells.get((models[0], label))
+        n_gt = any_row.n_gt if any_row else 0
+        shown = "overall" if label == OVERALL else label
+        parts = []
+        for m in models:
+            r = cells.get((m, label))
+            parts.append(f"{_fmt(r.f1 if r else None):<6}{_fmt(r.ap_tight if r else None):<6}"
+                         f"{_fmt(r.ap_loose if r else None):<{col - 12}}")
+        if label == OVERALL:
+            lines.append("-" * len(head))
+        lines.append(f"{shown:<{width}}  {n_gt:>5}  " + "".join(parts))
+    lines.append(f"F1 at {result.options.tolerance_s:g} s; AP-t / AP-l: SoccerNet average-mAP tight (1-5 s) / "
+                 f"loose (5-60 s); overall AP is the mean over the {len(result.options.classes)} classes of the "
+                 "class list (a class without ground truth scores 0)")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def summary(result: EnsembleResult, files: Sequence[str] = ()) -> dict[str, Any]:
+    """The run as a JSON-serialisable dictionary."""
+    metrics: dict[str, Any] = {}
+    for r in result.metrics:
+        entry = {k: getattr(r, k) for k in ("n_pred", "n_gt", "tp", "fp", "fn", "precision", "recall", "f1",
+                                            "ap_tight", "ap_loose", "ap_tight_visible", "ap_loose_visible",
+                                            "ap_tight_unshown", "ap_loose_unshown")}
+        per_model = metrics.setdefault(r.model, {"overall": None, "per_class": {}})
+        if r.label == OVERALL:
+            per_model["overall"] = entry
+        else:
+            per_model["per_class"][r.label] = entry
+    return {
+        "run_id": result.run_id,
+        "params": result.options.params(),
+        "videos": {"with_predictions": len({d.video_id for items in result.inputs.values() for d in items}),
+                   "scored": len(result.scored_videos)},
+        "events": {m: len(items) for m, items in result.inputs.items()},
+        "ground_truth_events": len(result.truths),
+        "categories": result.category_counts(),
+        "disagreements": [
+            {"video_id": g.video_id, "events": [{"model": d.model, "label": d.label, "time_s": d.time_s,
+                                                 "confidence": d.confidence} for d in g.members]}
+            for g in result.groups if g.category == DISAGREE
+        ],
+        "fused_events": len(result.fused),
+        "metrics": metrics,
+        "notes": list(result.notes),
+        "written": dict(result.written),
+        "files": list(files),
+    }
+
+
+def _slug(video_id: str) -> str:
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("_")[:80]
+    return f"{clean}-{hashlib.sha1(video_id.encode()).hexdigest()[:6]}"
+
+
+def _bars(path: Path, result: EnsembleResult, panels: Sequence[tuple[str, str]], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = result.scored_models
+    cells = _by_model_label(result.metrics)
+    labels = [*_shown_labels(result), OVERALL]
+    y = np.arange(len(labels))
+    height = 0.8 / len(models)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 1.2 + 0.45 * len(labels)), squeeze=False)
+    for ax, (attr, panel_title) in zip(axes[0], panels, strict=True):
+        for i, m in enumerate(models):
+            values = [getattr(cells[(m, label)], attr) if (m, label) in cells else None for label in labels]
+            ax.barh(y + i * height, [0.0 if v is None else v for v in values], height=height, label=m)
+        ax.set_yticks(y + height * (len(models) - 1) / 2)
+        ax.set_yticklabels(["overall" if label == OVERALL else label for label in labels])
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_title(panel_title)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].legend(loc="lower right", fontsize="small")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _timeline(path: Path, result: EnsembleResult, video_id: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    opts = result.options
+    rows = [opts.ground_truth, *opts.models, opts.name]
+    level = {name: len(rows) - 1 - i for i, name in enumerate(rows)}
+    events = {opts.ground_truth: [g for g in result.truths if g.video_id == video_id],
+              opts.name: [d for d in result.fused_detections if d.video_id == video_id]}
+    for m in opts.models:
+        events[m] = [d for d in result.inputs[m] if d.video_id == video_id]
+    labels = sorted({d.label for items in events.values() for d in items})
+    cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    colour = {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
+
+    fig, ax = plt.subplots(figsize=(14, 1.2 + 0.8 * len(rows)))
+    for g in result.groups:
+        if g.video_id != video_id or len(g.members) < 2:
+            continue
+        style = {"color": "red", "linestyle": "--"} if g.category == DISAGREE else {"color": "grey"}
+        ax.plot([d.time_s for d in g.members], [level[d.model] for d in g.members], linewidth=0.8, alpha=0.7,
+                **style)
+    true_positives = set()
+    for model, score in result.scores.items():
+        for p, g in score.match.pairs:
+            if p.video_id == video_id:
+                true_positives.add(p.event_id)
+                ax.plot([p.time_s, g.time_s], [level[model], level[opts.ground_truth]], color="green",
+                        linewidth=0.5, alpha=0.4)
+    scored_video = bool(result.scores) and video_id in set(result.scored_videos)
+    for name, items in events.items():
+        for d in items:
+            scored = name != opts.ground_truth and scored_video
+            marker = "x" if scored and d.event_id not in true_positives else "o"
+            if name == opts.ground_truth:
+                marker = "o" if d.visible else "s"
+            alpha = 1.0 if d.confidence is None else max(0.25, min(1.0, d.confidence))
+            ax.scatter([d.time_s], [level[name]], color=colour[d.label], marker=marker, s=40, alpha=alpha,
+                       facecolors="none" if marker == "s" else None)
+    handles = [plt.Line2D([], [], color=colour[label], marker="o", linestyle="", label=label) for label in labels]
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    ax.set_yticks([level[r] for r in rows])
+    ax.set_yticklabels(rows)
+    ax.set_ylim(-0.7, len(rows) - 0.3)
+    ax.set_xlabel("time in video (s)")
+    halves = {(g.game, g.half) for g in events[opts.ground_truth] if g.game is not None}
+    where = ""
+    if len(halves) == 1:
+        game, half = halves.pop()
+        where = f" ({game}, half {half})"
+    ax.set_title(f"{video_id}{where}: o matched / x unmatched prediction; square: ground truth not shown; "
+                 f"green: true positive, grey: models agree, red: models disagree", fontsize="small")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def timeline_videos(result: EnsembleResult) -> list[str]:
+    """The videos a timeline is drawn for: every video with predictions or ground truth, in id order."""
+    return sorted({d.video_id for items in result.inputs.values() for d in items} | set(result.scored_videos))
+
+
+def write_report(result: EnsembleResult, out_dir: str | Path, max_timelines: int | None = None) -> list[Path]:
+    """Write the JSON summary and the pictures into ``out_dir``; returns the files written.
+
+    ``max_timelines`` caps the number of timeline pictures (videos in id order); ``None`` draws
+    one per video.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"report folder {out} exists and is not a folder")
+    if max_timelines is not None and max_timelines < 0:
+        raise ValueError(f"max_timelines must be >= 0, got {max_timelines}")
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    if result.metrics:
+        _bars(out / F1_FILE, result, [("f1", f"F1 at {result.options.tolerance_s:g} s")],
+              f"run {result.run_id}: F1 per class")
+        _bars(out / AP_FILE, result, [("ap_tight", "tight average-mAP (1-5 s)"),
+                                      ("ap_loose", "loose average-mAP (5-60 s)")],
+              f"run {result.run_id}: average-mAP per class")
+        files += [out / F1_FILE, out / AP_FILE]
+    videos = timeline_videos(result)
+    if max_timelines is not None:
+        videos = videos[:max_timelines]
+    if videos:
+        (out / TIMELINE_DIR).mkdir(exist_ok=True)
+    for video in videos:
+        path = out / TIMELINE_DIR / f"{_slug(video)}.png"
+        _timeline(path, result, video)
+        files.append(path)
+    names = [str(p.relative_to(out)) for p in files]
+    document = summary(result, names)
+    document["timelines"] = {"videos": len(timeline_videos(result)), "drawn": len(videos)}
+    (out / SUMMARY_FILE).write_text(json.dumps(document, indent=2) + "\n")
+    return [out / SUMMARY_FILE, *files]

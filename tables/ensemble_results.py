@@ -1,0 +1,190 @@
+"""Result tables of the soccer ensemble analysis: ``ensemble_matches`` and ``ensemble_metrics``.
+
+Both are keyed by ``run_id`` so runs can be filtered and compared with SQL, e.g.
+``model = 'ensemble' AND label = '__all__'`` on ``ensemble_metrics``. Writing a run replaces all
+of that run's rows in one atomic commit (merge on the row key, deleting the run's rows that are
+not in the new set), so re-running a run id never duplicates rows and other runs are untouched.
+
+``ensemble_matches`` has one row per event and *scope*:
+
+- scope ``models``: every input event with its cross-model category (``both``, ``all``,
+  ``several``, ``disagree``, ``only_<model>``), its group and the models in that group;
+- scope ``ground_truth``: every prediction of every scored model (the ensemble included) as
+  ``tp`` or ``fp``, and every ground-truth event a model missed as ``fn`` (``model`` is then the
+  model that missed it and ``event_id`` / ``time_s`` are the ground truth's).
+
+``ensemble_metrics`` has one row per run, model and label (``label = '__all__'`` for the overall
+scores): counts, precision / recall / F1 at the tolerance and SoccerNet average-mAP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from tables.connection import table_exists
+from tables.events import sql_quote
+
+ENSEMBLE_MATCHES = "ensemble_matches"
+ENSEMBLE_METRICS = "ensemble_metrics"
+
+#: ``label`` of the overall (all classes) row of ``ensemble_metrics``.
+OVERALL = "__all__"
+SCOPE_MODELS = "models"
+SCOPE_GROUND_TRUTH = "ground_truth"
+
+MATCHES_SCHEMA = pa.schema(
+    [
+        pa.field("row_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("scope", pa.string(), nullable=False),
+        pa.field("video_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("time_s", pa.float64(), nullable=False),
+        pa.field("confidence", pa.float64()),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("group_id", pa.int64()),
+        pa.field("matched_models", pa.list_(pa.string())),
+        pa.field("partner_event_ids", pa.list_(pa.string())),
+        pa.field("partner_labels", pa.list_(pa.string())),
+        pa.field("partner_time_s", pa.float64()),  # time of the matched ground truth / the group's seed
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+_AP_FIELDS = ["ap_tight", "ap_loose", "ap_tight_visible", "ap_loose_visible", "ap_tight_unshown", "ap_loose_unshown"]
+
+METRICS_SCHEMA = pa.schema(
+    [
+        pa.field("metric_id", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("label", pa.string(), nullable=False),
+        pa.field("ground_truth", pa.string(), nullable=False),
+        pa.field("tolerance_s", pa.float64(), nullable=False),
+        pa.field("n_pred", pa.int64(), nullable=False),
+        pa.field("n_gt", pa.int64(), nullable=False),
+        pa.field("tp", pa.int64(), nullable=False),
+        pa.field("fp", pa.int64(), nullable=False),
+        pa.field("fn", pa.int64(), nullable=False),
+        pa.field("precision", pa.float64()),
+        pa.field("recall", pa.float64()),
+        pa.field("f1", pa.float64()),
+        *[pa.field(name, pa.float64()) for name in _AP_FIELDS],
+        pa.field("params", pa.string()),  # the run's options as JSON text
+        pa.field("created_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+@dataclass
+class MatchRow:
+    """One row of ``ensemble_matches``."""
+
+    run_id: str
+    scope: str
+    video_id: str
+    model: str
+    label: str
+    event_id: str
+    time_s: float
+    confidence: float | None
+    category: str
+    group_id: int | None = None
+    matched_models: list[str] = field(default_factory=list)
+    partner_event_ids: list[str] = field(default_factory=list)
+    partner_labels: list[str] = field(default_factory=list)
+    partner_time_s: float | None = None
+
+    @property
+    def row_id(self) -> str:
+        """The row's key: run, scope, model and event."""
+        key = "\x1f".join([self.run_id, self.scope, self.model, self.event_id])
+        return hashlib.sha1(key.encode()).hexdigest()[:24]
+
+
+@dataclass
+class MetricRow:
+    """One row of ``ensemble_metrics`` (AP fields are None where not computed)."""
+
+    run_id: str
+    model: str
+    label: str
+    ground_truth: str
+    tolerance_s: float
+    n_pred: int
+    n_gt: int
+    tp: int
+    fp: int
+    fn: int
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    ap_tight: float | None = None
+    ap_loose: float | None = None
+    ap_tight_visible: float | None = None
+    ap_loose_visible: float | None = None
+    ap_tight_unshown: float | None = None
+    ap_loose_unshown: float | None = None
+    params: str | None = None
+
+    @property
+    def metric_id(self) -> str:
+        """The row's key: run, model and label."""
+        return "\x1f".join([self.run_id, self.model, self.label])
+
+
+def matches_to_arrow(rows: Sequence[MatchRow]) -> pa.Table:
+    """``rows`` as an Arrow table of :data:`MATCHES_SCHEMA`."""
+    now = dt.datetime.now(dt.UTC)
+    return pa.Table.from_pylist([{"row_id": r.row_id, **asdict(r), "created_at": now} for r in rows],
+                                schema=MATCHES_SCHEMA)
+
+
+def metrics_to_arrow(rows: Sequence[MetricRow]) -> pa.Table:
+    """``rows`` as an Arrow table of :data:`METRICS_SCHEMA`."""
+    now = dt.datetime.now(dt.UTC)
+    return pa.Table.from_pylist([{"metric_id": r.metric_id, **asdict(r), "created_at": now} for r in rows],
+                                schema=METRICS_SCHEMA)
+
+
+def _open(conn: Any, name: str, schema: pa.Schema) -> Any:
+    if table_exists(conn, name):
+        return conn.open_table(name)
+    return conn.create_table(name, schema=schema)
+
+
+def _replace_run(table: Any, key: str, run_id: str, data: pa.Table) -> int:
+    """Upsert ``data`` and delete the run's other rows, in one commit."""
+    bad = sorted({r for r in data.column("run_id").to_pylist() if r != run_id})
+    if bad:
+        raise ValueError(f"rows of runs {bad} given while writing run '{run_id}'")
+    (table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
+     .when_not_matched_by_source_delete(f"run_id = {sql_quote(run_id)}").execute(data))
+    return data.num_rows
+
+
+def write_matches(conn: Any, run_id: str, rows: Sequence[MatchRow]) -> int:
+    """Replace run ``run_id``'s rows of ``ensemble_matches`` with ``rows``; returns the rows written."""
+    return _replace_run(_open(conn, ENSEMBLE_MATCHES, MATCHES_SCHEMA), "row_id", run_id, matches_to_arrow(rows))
+
+
+def write_metrics(conn: Any, run_id: str, rows: Sequence[MetricRow]) -> int:
+    """Replace run ``run_id``'s rows of ``ensemble_metrics`` with ``rows``; returns the rows written."""
+    return _replace_run(_open(conn, ENSEMBLE_METRICS, METRICS_SCHEMA), "metric_id", run_id, metrics_to_arrow(rows))
+
+
+def read_results(conn: Any, name: str, where: str | None = None) -> pa.Table:
+    """Rows of ``ensemble_matches`` or ``ensemble_metrics`` (optionally filtered with SQL)."""
+    if name not in (ENSEMBLE_MATCHES, ENSEMBLE_METRICS):
+        raise ValueError(f"'{name}' is not an ensemble result table ({ENSEMBLE_MATCHES}, {ENSEMBLE_METRICS})")
+    if not table_exists(conn, name):
+        raise LookupError(f"the warehouse at {conn.uri} has no '{name}' table yet: run `vw ensemble` first")
+    return conn.open_table(name).to_lance().to_table(filter=where)

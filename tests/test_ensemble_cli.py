@@ -1,0 +1,117 @@
+"""`vw ensemble` on a small warehouse: tables written, idempotent re-runs, report files, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from tables.connection import connect
+from tables.ensemble_results import ENSEMBLE_MATCHES, ENSEMBLE_METRICS, OVERALL, read_results
+from tables.events import Event, open_events, write_events
+from tests.soccernet_synth import events_of, synth_games
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("warehouse")
+    write_events(open_events(connect(str(path))), events_of(synth_games(7, n_games=1)))
+    return path
+
+
+def count(path: Path, table: str, where: str | None = None) -> int:
+    """Rows of ``table`` as stored now (a fresh connection sees the latest version)."""
+    return connect(str(path)).open_table(table).count_rows(where)
+
+
+def vw(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_ensemble_command_writes_tables_and_report(warehouse: Path, tmp_path: Path) -> None:
+    report = tmp_path / "report"
+    code, out = vw("ensemble", "--models", "qwen,llava", "--run-id", "r1", "--report", str(report),
+                   "--db", str(warehouse))
+    assert code == 0, out
+    assert "run r1: models qwen, llava -> 'ensemble'" in out
+    assert "categories: both" in out and "overall" in out and "Goal" in out
+
+    conn = connect(str(warehouse))
+    metrics = read_results(conn, ENSEMBLE_METRICS, "run_id = 'r1'")
+    assert set(metrics.column("model").to_pylist()) == {"qwen", "llava", "ensemble"}
+    overall = {r["model"]: r for r in read_results(conn, ENSEMBLE_METRICS, f"label = '{OVERALL}'").to_pylist()}
+    assert set(overall) == {"qwen", "llava", "ensemble"}
+    for row in overall.values():
+        assert row["tp"] + row["fn"] == row["n_gt"] > 0
+        assert 0 < row["f1"] < 1 and 0 < row["ap_tight"] < row["ap_loose"] < 1
+    by_model = read_results(conn, ENSEMBLE_MATCHES, "run_id = 'r1' AND scope = 'models'")
+    assert {"both", "only_qwen", "only_llava"} <= set(by_model.column("category").to_pylist())
+    assert by_model.num_rows == open_events(conn).count_rows("model IN ('qwen', 'llava')")
+    for model, row in overall.items():
+        mine = read_results(conn, ENSEMBLE_MATCHES, f"run_id = 'r1' AND scope = 'ground_truth' AND model = '{model}'")
+        mine = mine.column("category").to_pylist()
+        assert (mine.count("tp"), mine.count("fp"), mine.count("fn")) == (row["tp"], row["fp"], row["fn"])
+
+    fused = count(warehouse, "events", "model = 'ensemble' AND run_id = 'r1'")
+    assert fused == overall["ensemble"]["n_pred"] > 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["run_id"] == "r1" and summary["fused_events"] == fused
+    assert summary["metrics"]["ensemble"]["overall"]["f1"] == pytest.approx(overall["ensemble"]["f1"])
+    assert summary["timelines"] == {"videos": 2, "drawn": 2}
+    for name in ["f1_per_class.png", "ap_per_class.png", *summary["files"]]:
+        assert (report / name).stat().st_size > 5000, name
+    assert len(list((report / "timelines").glob("*.png"))) == 2
+
+    # The same run id again replaces its rows; another run id adds its own.
+    tables = ("events", ENSEMBLE_MATCHES, ENSEMBLE_METRICS)
+    sizes = [count(warehouse, t) for t in tables]
+    assert vw("ensemble", "--models", "qwen,llava", "--run-id", "r1", "--db", str(warehouse))[0] == 0
+    assert [count(warehouse, t) for t in tables] == sizes
+    code, out = vw("ensemble", "--models", "llava,qwen", "--run-id", "r2", "--nms", "soft", "--weights",
+                   "qwen=2,llava=1", "--tolerance", "2", "--db", str(warehouse))
+    assert code == 0, out
+    assert count(warehouse, "events", "run_id = 'r1'") == fused
+    assert count(warehouse, "events", "model = 'ensemble' AND run_id = 'r2'") > 0
+    assert count(warehouse, ENSEMBLE_MATCHES) > sizes[1]
+    assert count(warehouse, ENSEMBLE_METRICS, "run_id = 'r2'") == metrics.num_rows
+    params = json.loads(read_results(conn, ENSEMBLE_METRICS, "run_id = 'r2'").column("params")[0].as_py())
+    assert params["weights"] == {"llava": 1.0, "qwen": 2.0} and params["nms"] == "soft"
+
+
+def test_ensemble_command_errors(warehouse: Path, tmp_path: Path) -> None:
+    db = str(warehouse)
+    code, out = vw("ensemble", "--models", "qwen,gemma", "--db", db)
+    assert code == 2 and "unknown models ['gemma']" in out and "'llava'" in out and "'qwen'" in out
+    code, out = vw("ensemble", "--models", "qwen,llava", "--where", "confidnce > 0.5", "--db", db)
+    assert code == 2 and "bad where filter 'confidnce > 0.5'" in out
+    code, out = vw("ensemble", "--models", "qwen,llava", "--tolerance", "0", "--db", db)
+    assert code == 2 and "tolerance must be a positive number of seconds" in out
+    code, out = vw("ensemble", "--models", "qwen,llava", "--where", "confidence > 0.5", "--db", db)
+    assert code == 2 and "leaves no events of model 'ground_truth'" in out
+    code, out = vw("ensemble", "--models", "qwen", "--db", db)
+    assert code == 2 and "at least two models" in out
+    code, out = vw("ensemble", "--models", "qwen,llava", "--weights", "qwen:2", "--db", db)
+    assert code == 2 and "MODEL=NUMBER" in out
+
+    bare = tmp_path / "no-truth"
+    write_events(open_events(connect(str(bare))), [Event("v/1", "qwen", 1.0, "Goal", confidence=0.9),
+                                                   Event("v/1", "llava", 1.5, "Goal", confidence=0.8)])
+    code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(bare))
+    assert code == 2 and "no ground truth to score against" in out
+    code, out = vw("ensemble", "--models", "qwen,llava", "--no-score", "--run-id", "x", "--db", str(bare))
+    assert code == 0 and "categories: both 2" in out and "no scores" in out
+    mixed = tmp_path / "mixed-halves"
+    write_events(open_events(connect(str(mixed))), [
+        Event("g", "qwen", 1.0, "Goal", confidence=0.9), Event("g", "llava", 1.5, "Goal", confidence=0.8),
+        Event("g", "ground_truth", 1.0, "Goal", metadata={"game": "a/b/c", "half": 1}),
+        Event("g", "ground_truth", 9.0, "Goal", metadata={"game": "a/b/c", "half": 2})])
+    code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(mixed))
+    assert code == 2 and "ground truth of video 'g' names several game halves" in out
+    code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(tmp_path / "empty"))
+    assert code == 2 and "no 'events' table" in out
