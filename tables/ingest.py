@@ -12,7 +12,7 @@ Inputs
       of any of the above; ``file://`` URLs are stored as plain local paths;
     * a listing ``.csv`` / ``.jsonl`` / ``.json`` (a list of objects) with a ``uri`` column and
       optional ``video_id``, ``caption``, ``captions`` (a list; in CSV a JSON array),
-      ``split``, ``source``, ``start_s``, ``end_s``. Any other column goes to ``metadata``
+      ``split``, ``source``, ``category``, ``start_s``, ``end_s``. Any other column goes to ``metadata``
       (JSON text in the table). A relative ``uri`` is resolved against the listing's folder.
       Empty CSV cells count as "not given".
 
@@ -38,11 +38,16 @@ Re-ingest (field-merge rule)
     (:data:`tables.schema.VIDEOS_SCHEMA`), so columns computed by UDFs are never touched.
     For a video already in the table: ``uri``, the probed facts (``duration_s``, ``fps``,
     ``num_frames``, ``width``, ``height``, ``codec``, ``size_bytes``) and ``ingested_at`` are
-    always replaced; ``caption``, ``captions``, ``split``, ``source``, ``start_s`` and
-    ``end_s`` are replaced only when the new entry gives a value (or ``ingest(source=...,
+    always replaced; ``caption``, ``captions``, ``split``, ``source``, ``category``, ``start_s``
+    and ``end_s`` are replaced only when the new entry gives a value (or ``ingest(source=...,
     split=...)`` does), otherwise the stored value is kept; ``metadata`` is merged key by key
     (new keys win, stored keys the entry does not mention are kept). A plain file re-ingest
     therefore refreshes the probe and keeps the captions of an earlier listing ingest.
+
+Older tables
+    A ``videos`` table created before a base column existed (for example ``category``) gets
+    that column added, all NULL, the first time something is written to it; stored values
+    are not rewritten.
 
 Failures
     Every input or entry that cannot be used (missing, empty, not a video, unreadable, a bad
@@ -79,9 +84,9 @@ VIDEO_EXTENSIONS = frozenset(
 LISTING_EXTENSIONS = frozenset({".csv", ".jsonl", ".json"})
 
 #: Listing columns with a column of their own; every other column goes to ``metadata``.
-KNOWN_COLUMNS = ("uri", "video_id", "caption", "captions", "split", "source", "start_s", "end_s")
+KNOWN_COLUMNS = ("uri", "video_id", "caption", "captions", "split", "source", "category", "start_s", "end_s")
 #: Entry fields that overwrite a stored value only when the new entry gives one.
-KEPT_WHEN_MISSING = ("source", "split", "caption", "captions", "start_s", "end_s")
+KEPT_WHEN_MISSING = ("source", "split", "caption", "captions", "category", "start_s", "end_s")
 #: Probed columns: always replaced on re-ingest.
 PROBED_COLUMNS = ("duration_s", "fps", "num_frames", "width", "height", "codec", "size_bytes")
 
@@ -104,6 +109,7 @@ class IngestEntry:
     end_s: float | None = None
     metadata: dict | None = None
     origin: str = ""  # where the entry came from, e.g. "listing.csv line 7"
+    category: str | None = None
 
 
 @dataclass
@@ -397,6 +403,7 @@ def row_to_entry(row: dict, listing_uri: str, origin: str = "") -> IngestEntry:
         caption=_opt_str(row.get("caption"), "caption"),
         split=_opt_str(row.get("split"), "split"),
         source=_opt_str(row.get("source"), "source"),
+        category=_opt_str(row.get("category"), "category"),
         captions=_opt_captions(row.get("captions")),
         start_s=start_s,
         end_s=end_s,
@@ -580,6 +587,11 @@ def _query_in(table: Any, column: str, values: Iterable[str], columns: list[str]
     return rows
 
 
+def stored_video_ids(table: Any, ids: Iterable[str]) -> set[str]:
+    """Those of ``ids`` that are rows of ``table``."""
+    return {row["video_id"] for row in _query_in(table, "video_id", ids, ["video_id"])}
+
+
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -698,6 +710,22 @@ def _merge_metadata(stored: str | None, new: dict | None) -> str | None:
     return json.dumps(merged, ensure_ascii=False, sort_keys=True, default=str)
 
 
+#: SQL spelling of the base column types that can be added to an existing table.
+_SQL_TYPES = {pa.string(): "STRING", pa.float64(): "DOUBLE", pa.int32(): "INT", pa.int64(): "BIGINT"}
+
+
+def ensure_base_columns(table: Any) -> list[str]:
+    """Add the nullable scalar base columns an older ``videos`` table lacks (all NULL; stored
+    values untouched); returns their names. Other missing columns are left out of writes."""
+    present = set(table.schema.names)
+    missing = [f for f in VIDEOS_SCHEMA if f.name not in present and f.nullable and f.type in _SQL_TYPES]
+    for f in missing:
+        table.add_columns({f.name: f"CAST(NULL AS {_SQL_TYPES[f.type]})"})
+    if missing:
+        table.checkout_latest()
+    return [f.name for f in missing]
+
+
 def _required_extra_columns(table: Any) -> list[str]:
     """Non-nullable columns beyond the base schema (new rows cannot be inserted then)."""
     base = set(VIDEOS_SCHEMA.names)
@@ -778,6 +806,7 @@ def ingest(
     ]
     if not good:
         return IngestReport(0, 0, failures, int(table.version))
+    ensure_base_columns(table)
     stored = _stored_rows(table, [p.video_id for p in good])
     good, blocked = _split_blocked(table, good, stored)
     failures.extend(blocked)

@@ -13,6 +13,7 @@ VIDEOS_SCHEMA = pa.schema(
         pa.field("split", pa.string()),
         pa.field("caption", pa.string()),
         pa.field("captions", pa.list_(pa.string())),
+        pa.field("category", pa.string()),  # the dataset's own category, when it has one
         pa.field("duration_s", pa.float64()),
         pa.field("fps", pa.float64()),
         pa.field("width", pa.int32()),

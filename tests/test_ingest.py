@@ -211,10 +211,11 @@ def test_csv_listing_with_metadata_relative_paths_and_bad_rows(
     assert a["uri"] == str(media / "good" / "a.mp4")
     assert (a["caption"], a["split"], a["source"]) == ("a test pattern", "train", "msrvtt")
     assert a["captions"] == ["one", "two"]
-    assert json.loads(a["metadata"]) == {"category": "synthetic", "url": "x"}
+    assert a["category"] == "synthetic"  # a column of its own; unknown columns go to metadata
+    assert json.loads(a["metadata"]) == {"url": "x"}
     assert a["num_frames"] == 50
     assert (b["start_s"], b["end_s"]) == (0.2, 0.8)
-    assert b["metadata"] is None and b["caption"] is None
+    assert b["metadata"] is None and b["caption"] is None and b["category"] is None
 
 
 def _failure(report: IngestReport, needle: str):

@@ -1,0 +1,217 @@
+"""Reports on the scenario columns: counts per scenario and split, a bar chart, and the
+``scenario_metadata.json`` export read by training scripts.
+
+Export layout (one object per video, grouped by split)::
+
+    {"train": [{"video_path": "...", "image_path": null, "caption": "...",
+                "prompt_variants": ["...", "..."], "scenario": "press_room", "latent_path": null,
+                "video_id": "...", "source": "msrvtt", "start_s": null, "end_s": null}, ...],
+     "validation": [...]}
+
+``image_path`` and ``latent_path`` are ``<frames dir>/<video_id>.png`` and
+``<latents dir>/<scenario>/<video_id>.npz`` when those folders are given (where the frame
+extraction and latent preprocessing steps write), else null. Rows without a scenario (no
+caption, or not computed yet) and rows without a split are left out and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from tables.connection import open_videos
+
+SCENARIO = "scenario"
+NO_CAPTION = "(no caption)"
+NOT_COMPUTED = "(not computed)"
+NO_SPLIT = "(no split)"
+EXPORT_SPLITS = ("train", "validation")
+
+
+@dataclass
+class ScenarioCounts:
+    """Rows per ``(scenario, split)``; unlabelled rows under :data:`NO_CAPTION` / :data:`NOT_COMPUTED`."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    @property
+    def scenarios(self) -> list[str]:
+        """Labels, most rows first (unlabelled groups last)."""
+        totals = Counter()
+        for (scenario, _), n in self.counts.items():
+            totals[scenario] += n
+        special = (NO_CAPTION, NOT_COMPUTED)
+        return sorted(totals, key=lambda s: (s in special, -totals[s], s))
+
+    @property
+    def splits(self) -> list[str]:
+        """Splits in train, validation, test order, then others."""
+        order = {"train": 0, "validation": 1, "test": 2}
+        return sorted({sp for _, sp in self.counts}, key=lambda s: (order.get(s, 3), s))
+
+    def get(self, scenario: str, split: str) -> int:
+        """Rows of ``scenario`` in ``split``."""
+        return int(self.counts.get((scenario, split), 0))
+
+    def total(self) -> int:
+        """All rows counted."""
+        return int(sum(self.counts.values()))
+
+
+def _require_scenarios(table: Any) -> None:
+    if SCENARIO not in table.schema.names:
+        raise LookupError("the videos table has no 'scenario' column yet: run `vw backfill scenarios` first")
+
+
+def _batches(table: Any, columns: list[str], where: str | None) -> Iterator[list[dict]]:
+    present = set(table.schema.names)
+    wanted = [c for c in columns if c in present]
+    try:
+        for batch in table.to_lance().to_batches(columns=wanted, filter=where):
+            rows = batch.to_pylist()
+            for row in rows:
+                for c in columns:
+                    row.setdefault(c, None)
+            yield rows
+    except ValueError as err:
+        raise ValueError(f"invalid --where {where!r}: {err}") from err
+
+
+def scenario_counts(conn: Any, where: str | None = None) -> ScenarioCounts:
+    """Counts of ``videos`` rows per scenario and split (``where``: an SQL filter)."""
+    table = open_videos(conn, create=False)
+    _require_scenarios(table)
+    out = ScenarioCounts()
+    for rows in _batches(table, ["scenario", "split", "caption"], where):
+        for row in rows:
+            label = row["scenario"]
+            if label is None:
+                has_caption = isinstance(row["caption"], str) and row["caption"].strip()
+                label = NOT_COMPUTED if has_caption else NO_CAPTION
+            out.counts[(label, row["split"] or NO_SPLIT)] += 1
+    return out
+
+
+def format_counts(counts: ScenarioCounts) -> str:
+    """A text table: one line per scenario, one column per split, plus the total."""
+    splits = counts.splits
+    names = counts.scenarios
+    width = max([len("scenario"), *(len(n) for n in names)])
+    cols = [*splits, "total"]
+    widths = [max(len(c), 6) for c in cols]
+    lines = ["  ".join(["scenario".ljust(width), *(c.rjust(w) for c, w in zip(cols, widths, strict=True))])]
+    for name in names:
+        values = [counts.get(name, sp) for sp in splits]
+        cells = [str(v).rjust(w) for v, w in zip([*values, sum(values)], widths, strict=True)]
+        lines.append("  ".join([name.ljust(width), *cells]))
+    totals = [sum(counts.get(n, sp) for n in names) for sp in splits]
+    cells = [str(v).rjust(w) for v, w in zip([*totals, sum(totals)], widths, strict=True)]
+    lines.append("  ".join(["total".ljust(width), *cells]))
+    return "\n".join(lines)
+
+
+def _write_atomic(out: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write`` on a temporary file next to ``out``, then rename it to ``out``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_chart(counts: ScenarioCounts, out: Path, title: str = "videos per scenario and split") -> Path:
+    """A grouped bar chart (PNG) of ``counts``, written atomically to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.ticker import MaxNLocator
+
+    names, splits = counts.scenarios, counts.splits
+    if not names:
+        raise ValueError("nothing to plot: no rows")
+    x = np.arange(len(names))
+    width = 0.8 / max(len(splits), 1)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(names) + 2), 4.5))
+    try:
+        for i, split in enumerate(splits):
+            ax.bar(x + (i - (len(splits) - 1) / 2) * width, [counts.get(n, split) for n in names], width,
+                   label=split)
+        ax.set_xticks(x, names, rotation=45, ha="right")
+        ax.set_ylabel("videos")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(title)
+        ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        fig.tight_layout()
+        _write_atomic(out, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    finally:
+        plt.close(fig)
+    return out
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_metadata` wrote and what it left out."""
+
+    path: Path
+    per_split: dict[str, int]
+    without_scenario: int
+    without_split: int
+
+
+def _entry(row: dict, frames_dir: str | None, latents_dir: str | None) -> dict[str, Any]:
+    vid = row["video_id"]
+    return {
+        "video_path": row["uri"],
+        "image_path": posixpath.join(frames_dir, f"{vid}.png") if frames_dir else None,
+        "caption": row["caption"],
+        "prompt_variants": row["prompt_variants"],
+        "scenario": row["scenario"],
+        "latent_path": posixpath.join(latents_dir, row["scenario"], f"{vid}.npz") if latents_dir else None,
+        "video_id": vid,
+        "source": row["source"],
+        "start_s": row["start_s"],
+        "end_s": row["end_s"],
+    }
+
+
+def export_metadata(
+    conn: Any,
+    out: Path,
+    where: str | None = None,
+    frames_dir: str | None = None,
+    latents_dir: str | None = None,
+) -> ExportReport:
+    """Write the scenario metadata JSON (see the module docstring) atomically: temp file + rename."""
+    table = open_videos(conn, create=False)
+    _require_scenarios(table)
+    columns = ["video_id", "uri", "caption", "prompt_variants", "scenario", "split", "source", "start_s", "end_s"]
+    groups: dict[str, list[dict]] = {s: [] for s in EXPORT_SPLITS}
+    without_scenario = without_split = 0
+    for rows in _batches(table, columns, where):
+        for row in rows:
+            if row["scenario"] is None or row["prompt_variants"] is None:
+                without_scenario += 1
+            elif not row["split"]:
+                without_split += 1
+            else:
+                groups.setdefault(row["split"], []).append(_entry(row, frames_dir, latents_dir))
+    for entries in groups.values():
+        entries.sort(key=lambda e: e["video_id"])
+    text = json.dumps(groups, ensure_ascii=False, indent=2) + "\n"
+    _write_atomic(out, lambda fh: fh.write(text.encode("utf-8")))
+    return ExportReport(out, {k: len(v) for k, v in groups.items()}, without_scenario, without_split)
