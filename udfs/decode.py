@@ -74,7 +74,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
 import numpy as np
@@ -805,13 +805,49 @@ def decode(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     with _open_source(source, name, block_size) as opened:
         job, chosen = _prepare(opened, plan, resize_short_side, device, method)
-        try:
-            out = _run(job, chosen)
-        except VideoDecodeError:
-            raise
-        except (RuntimeError, ValueError, IndexError, _SeekMismatch) as exc:
-            raise VideoDecodeError(f"{opened.label}: decoding failed ({_describe(exc)})") from exc
-        return out.result(_indices(job, out.pts))
+        return _run_checked(job, chosen)
+
+
+def _run_checked(job: _Job, method: str) -> DecodedFrames:
+    """:func:`_run` with decoder failures reported as :class:`VideoDecodeError`."""
+    try:
+        out = _run(job, method)
+    except VideoDecodeError:
+        raise
+    except (RuntimeError, ValueError, IndexError, _SeekMismatch) as exc:
+        raise VideoDecodeError(f"{job.opened.label}: decoding failed ({_describe(exc)})") from exc
+    return out.result(_indices(job, out.pts))
+
+
+def decode_chunks(
+    source: Source,
+    plan: SamplingPlan,
+    chunk_size: int,
+    *,
+    resize_short_side: int | None = None,
+    device: str = "cpu",
+    method: str = "auto",
+    name: str | None = None,
+    block_size: int | None = None,
+) -> Iterator[DecodedFrames]:
+    """:func:`decode` in chunks of at most ``chunk_size`` plan instants, in time order.
+
+    The source is opened, probed (and scanned) once and the method is chosen once for the
+    whole plan; each chunk is then decoded on its own, so at most one chunk of frames is held
+    at a time whatever the video's length (a 90-minute video at 1 fps is 5,400 frames). A
+    chunk after the first re-reads at most one GOP before its first frame. The frames and
+    timestamps of all chunks, concatenated, equal what :func:`decode` returns.
+
+    Raises: as :func:`decode` (an error may come after earlier chunks were yielded).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    with _open_source(source, name, block_size) as opened:
+        job, chosen = _prepare(opened, plan, resize_short_side, device, method)
+        for first in range(0, len(job.targets), chunk_size):
+            yield _run_checked(replace(job, targets=job.targets[first : first + chunk_size]), chosen)
 
 
 def _prepare(

@@ -29,6 +29,11 @@ PROFILES = ("full", "offline", "tiny")
 DEFAULT_PROFILE = "full"
 PROFILE_ENV = "VW_MODELS"
 
+FRAME_MODEL_ENV = "FRAME_MODEL"
+DEFAULT_FRAME_MODEL = "facebook/dinov2-large"
+OFFLINE_FRAME_MODEL = "efficientnet-lite0"
+OFFLINE_FRAME_DIM = 1280
+
 VJEPA_ENV = "VJEPA_MODEL"
 DEFAULT_VJEPA_MODEL = "facebook/vjepa2-vitl-fpc64-256"
 TINY_SEED = 0
@@ -47,11 +52,19 @@ class ModelSpec:
     name: str
     dim: int
     random_weights: bool
+    #: Settings that change the values (e.g. ``("fps", "1")``), recorded as ``vw.<name>``.
+    params: tuple[tuple[str, str], ...] = ()
 
     def field_metadata(self) -> dict[str, str]:
         """Metadata recorded on the output column so a reader can tell what it holds."""
-        return {f"vw.{k}": str(v).lower() if isinstance(v, bool) else str(v)
-                for k, v in asdict(self).items()}
+        meta = {f"vw.{k}": str(v).lower() if isinstance(v, bool) else str(v)
+                for k, v in asdict(self).items() if k != "params"}
+        return meta | {f"vw.{k}": v for k, v in self.params}
+
+    def identity(self) -> dict[str, str]:
+        """The metadata that must match for stored values to be reused (model, profile, params)."""
+        meta = self.field_metadata()
+        return {k: meta[k] for k in ("vw.name", "vw.profile", *(f"vw.{k}" for k, _ in self.params))}
 
     def label(self) -> str:
         """A one-line human description, loudly marking random weights."""
@@ -116,6 +129,46 @@ def tiny_vjepa2_config() -> Any:
     )
 
 
+def frame_model_name(profile: str, model: str | None = None) -> str:
+    """Model name of the frame-features stage for ``profile`` (hub id or local directory for full)."""
+    if profile == "tiny":
+        return "dinov2-tiny-random"
+    if profile == "offline":
+        return OFFLINE_FRAME_MODEL
+    return model or os.environ.get(FRAME_MODEL_ENV) or DEFAULT_FRAME_MODEL
+
+
+def tiny_dinov2_config() -> Any:
+    """A small DINOv2 config (same model class, 56x56 crops of 14 px patches, 2 layers, 32-d)."""
+    from transformers import Dinov2Config
+
+    return Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
+        image_size=56, patch_size=14,
+    )
+
+
+def frame_features_spec(profile: str | None = None, model: str | None = None) -> ModelSpec:
+    """The spec of the frame-features stage without loading weights (reads only the config)."""
+    profile = resolve_profile(profile, "frame_features")
+    name = frame_model_name(profile, model)
+    if profile == "tiny":
+        dim = tiny_dinov2_config().hidden_size
+    elif profile == "offline":
+        dim = OFFLINE_FRAME_DIM
+    else:
+        dim = _load_config(name, FRAME_MODEL_ENV).hidden_size
+    return ModelSpec("frame_features", profile, name, int(dim), profile == "tiny")
+
+
+def cached_model(key: tuple[str, ...], build: Any) -> Any:
+    """``build()`` once per process for ``key`` (thread-safe); the model cache of every stage."""
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = build()
+        return _CACHE[key]
+
+
 def vjepa2_spec(profile: str | None = None, model: str | None = None) -> ModelSpec:
     """The spec of the V-JEPA 2 stage without loading weights (reads only the config)."""
     profile = resolve_profile(profile, "video_embedding")
@@ -125,7 +178,7 @@ def vjepa2_spec(profile: str | None = None, model: str | None = None) -> ModelSp
     if profile == "tiny":
         dim = tiny_vjepa2_config().hidden_size
     else:
-        dim = _load_config(name).hidden_size
+        dim = _load_config(name, VJEPA_ENV).hidden_size
     return ModelSpec("video_embedding", profile, name, int(dim), profile == "tiny")
 
 
@@ -137,11 +190,7 @@ def load_vjepa2(profile: str | None = None, model: str | None = None, device: st
     """Load (once per process) the V-JEPA 2 encoder for ``profile`` on ``device``, in eval mode."""
     profile = resolve_profile(profile, "video_embedding")
     name = vjepa2_model_name(profile, model)
-    key = ("vjepa2", name, device)
-    with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = _build_vjepa2(profile, name).to(device).eval()
-        return _CACHE[key]
+    return cached_model(("vjepa2", name, device), lambda: _build_vjepa2(profile, name).to(device).eval())
 
 
 def _build_vjepa2(profile: str, name: str) -> Any:
@@ -152,41 +201,42 @@ def _build_vjepa2(profile: str, name: str) -> Any:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_SEED)
             return VJEPA2Model(tiny_vjepa2_config())
-    return _from_pretrained(VJEPA2Model, name)
+    return from_pretrained(VJEPA2Model, name, VJEPA_ENV)
 
 
-def _unavailable(name: str, err: Exception) -> ModelUnavailableError:
+def _unavailable(name: str, err: Exception, env: str) -> ModelUnavailableError:
     return ModelUnavailableError(
         f"cannot load the weights of model {name!r} ({type(err).__name__}: {err}). "
         f"Fix: download it once where the Hugging Face hub is reachable "
         f"(`huggingface-cli download {name}`) and point HF_HOME at that cache, or set "
-        f"{VJEPA_ENV} to a local directory holding the checkpoint; or run with "
+        f"{env} to a local directory holding the checkpoint; or run with "
         f"`--models tiny` for a pipeline check with random weights."
     )
 
 
-def _from_pretrained(cls: Any, name: str) -> Any:
-    """``cls.from_pretrained`` trying the local cache first, failing with a clear message."""
+def from_pretrained(cls: Any, name: str, env: str) -> Any:
+    """``cls.from_pretrained`` trying the local cache first, failing with a clear message
+    (``env`` is the variable that can point the stage at a local checkpoint directory)."""
     if os.path.isdir(name):
         try:
             return cls.from_pretrained(name)
         except Exception as err:  # noqa: BLE001 - re-raised with context
-            raise _unavailable(name, err) from err
+            raise _unavailable(name, err, env) from err
     try:
         return cls.from_pretrained(name, local_files_only=True)
     except Exception as local_err:  # noqa: BLE001
         if _hub_offline():
-            raise _unavailable(name, local_err) from local_err
+            raise _unavailable(name, local_err, env) from local_err
     try:
         return cls.from_pretrained(name)
     except Exception as err:  # noqa: BLE001
-        raise _unavailable(name, err) from err
+        raise _unavailable(name, err, env) from err
 
 
-def _load_config(name: str) -> Any:
+def _load_config(name: str, env: str) -> Any:
     from transformers import AutoConfig
 
-    return _from_pretrained(AutoConfig, name)
+    return from_pretrained(AutoConfig, name, env)
 
 
 def _hub_offline() -> bool:

@@ -26,7 +26,7 @@ of a failed batch are cached so geneva's bisection never decodes or embeds a row
 from __future__ import annotations
 
 import os
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -34,13 +34,14 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from udfs.arrays import optional_float, steps_from_arrow, steps_to_arrow
+from udfs.batching import OutcomeCache, default_device, run_adaptive
 from udfs.decode import SamplingPlan, decode
 from udfs.models import ModelSpec, load_vjepa2, resolve_profile, vjepa2_spec
+from udfs.preprocess import ImageTransform, apply_transform
 
 NUM_FRAMES_ENV = "NUM_FRAMES"
 DEFAULT_NUM_FRAMES = 64
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Bump when the computation changes in a way that invalidates stored values.
 CODE_VERSION = "1"
 
@@ -51,20 +52,6 @@ def num_frames_from_env(num_frames: int | None = None) -> int:
     if n < 2 or n % 2:
         raise ValueError(f"NUM_FRAMES must be an even number >= 2 (V-JEPA 2 tubelets of 2): {n}")
     return n
-
-
-def default_device() -> str:
-    """``cuda`` when a GPU is visible, else ``cpu``."""
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resize_size(height: int, width: int, short: int) -> tuple[int, int]:
-    """Output size of a short-side resize to ``short`` (long side truncated, as HF processors do)."""
-    if height <= width:
-        return short, max(short, int(short * width / height))
-    return max(short, int(short * height / width)), short
 
 
 class VJEPA2Embedder:
@@ -100,25 +87,10 @@ class VJEPA2Embedder:
         Returns float ``[B, T, 3, crop, crop]``.
         """
         import torch
-        from torchvision.transforms.v2 import functional as TF
 
         crop = self.crop_size
-        short = int(crop * 256 / 224)
-        mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
-        out = []
-        for clip in clips:
-            if self.device != "cpu" and clip.device.type == "cpu":
-                clip = (clip if clip.is_pinned() else clip.pin_memory()).to(self.device, non_blocking=True)
-            else:
-                clip = clip.to(self.device)
-            size = resize_size(int(clip.shape[-2]), int(clip.shape[-1]), short)
-            x = TF.resize(clip, list(size), antialias=True)
-            top, left = (size[0] - crop) // 2, (size[1] - crop) // 2
-            x = x[:, :, top : top + crop, left : left + crop].float()
-            x = (x / 255.0 - mean) / std
-            out.append(x)
-        return torch.stack(out)
+        tf = ImageTransform(resize=int(crop * 256 / 224), crop=crop)
+        return torch.stack([apply_transform(clip, tf, self.device) for clip in clips])
 
     def embed(self, clips: Sequence[Any]) -> np.ndarray:
         """Step embeddings ``[B, T // tubelet, D]`` (float32, CPU) for uint8 clips ``[T,3,H,W]``."""
@@ -144,22 +116,7 @@ class VJEPA2Embedder:
 
     def embed_adaptive(self, clips: Sequence[Any], batch_size: int) -> np.ndarray:
         """:meth:`embed` in micro-batches; on CUDA out-of-memory halve the batch and retry."""
-        import torch
-
-        results: list[np.ndarray] = []
-        i = 0
-        bs = max(1, batch_size)
-        while i < len(clips):
-            chunk = clips[i : i + bs]
-            try:
-                results.append(self.embed(chunk))
-            except torch.cuda.OutOfMemoryError:
-                if bs == 1:
-                    raise
-                torch.cuda.empty_cache()
-                bs = max(1, bs // 2)
-                continue
-            i += len(chunk)
+        results = run_adaptive(list(clips), batch_size, self.embed)
         return np.concatenate(results) if results else np.zeros((0, 0, 0), np.float32)
 
 
@@ -168,35 +125,6 @@ def pool_steps(steps: np.ndarray) -> np.ndarray:
     v = np.asarray(steps, dtype=np.float32).mean(axis=-2)
     norm = np.linalg.norm(v, axis=-1, keepdims=True)
     return (v / np.maximum(norm, 1e-12)).astype(np.float32)
-
-
-def steps_to_arrow(steps: Sequence[np.ndarray | None], dim: int) -> pa.Array:
-    """Arrow ``list<fixed_size_list<float32, dim>>`` from per-row ``[T, dim]`` arrays (None -> NULL)."""
-    lengths = [0 if s is None else int(s.shape[0]) for s in steps]
-    offsets = np.zeros(len(steps) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    present = [s.reshape(-1, dim) for s in steps if s is not None]
-    flat = np.concatenate(present).astype(np.float32).ravel() if present else np.zeros(0, np.float32)
-    vectors = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
-    mask = pa.array([s is None for s in steps]) if any(s is None for s in steps) else None
-    return pa.ListArray.from_arrays(pa.array(offsets), vectors, mask=mask)
-
-
-def steps_from_arrow(column: pa.Array) -> list[np.ndarray | None]:
-    """Inverse of :func:`steps_to_arrow`: a ``[T, D]`` float32 array per row (None for NULL)."""
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    dim = column.type.value_type.list_size
-    values = column.values.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
-    offsets = column.offsets.to_numpy()
-    valid = column.is_valid().to_numpy(zero_copy_only=False)
-    return [
-        values[offsets[i] : offsets[i + 1]] if valid[i] else None for i in range(len(column))
-    ]
-
-
-def _opt_float(array: pa.Array, i: int) -> float | None:
-    value = array[i].as_py()
-    return None if value is None else float(value)
 
 
 class VideoEmbedding:
@@ -227,11 +155,11 @@ class VideoEmbedding:
         self.cache_rows = cache_rows
         self._embedder: VJEPA2Embedder | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._done: OrderedDict[tuple, np.ndarray | BaseException] = OrderedDict()
+        self._done = OutcomeCache(cache_rows)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_embedder=None, _pool=None, _done=OrderedDict())
+        state.update(_embedder=None, _pool=None, _done=OutcomeCache(self.cache_rows))
         return state
 
     def _decode(self, uri: str, video_id: str, start: float | None, end: float | None) -> Any:
@@ -258,7 +186,7 @@ class VideoEmbedding:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.decode_threads, thread_name_prefix="vw-decode")
         keys = [
-            (video_id[i].as_py(), uri[i].as_py(), _opt_float(start_s, i), _opt_float(end_s, i))
+            (video_id[i].as_py(), uri[i].as_py(), optional_float(start_s, i), optional_float(end_s, i))
             for i in range(len(uri))
         ]
         todo = iter([k for k in dict.fromkeys(keys) if k not in self._done])
@@ -274,19 +202,16 @@ class VideoEmbedding:
             try:
                 ready.append((key, fut.result()))
             except Exception as err:  # noqa: BLE001 - kept and re-raised for this row
-                self._remember(key, err)
+                self._done.put(key, err)
             del fut
             if len(ready) >= self.batch_size:
                 self._embed_ready(ready)
                 ready = []
         self._embed_ready(ready)
-        for key in keys:
-            outcome = self._done[key]
-            if isinstance(outcome, BaseException):
-                raise outcome
+        self._done.raise_first_error(keys)
         steps = [self._done[k] for k in keys]
         for k in keys:
-            self._done.pop(k, None)
+            self._done.pop(k)
         dim = int(steps[0].shape[-1]) if steps else vjepa2_spec(self.profile, self.model).dim
         return steps_to_arrow(steps, dim)
 
@@ -295,13 +220,7 @@ class VideoEmbedding:
             return
         out = self._embedder.embed_adaptive([clip for _, clip in ready], self.batch_size)
         for (key, _), emb in zip(ready, out, strict=True):
-            self._remember(key, emb)
-
-    def _remember(self, key: tuple, outcome: np.ndarray | BaseException) -> None:
-        self._done[key] = outcome
-        self._done.move_to_end(key)
-        while len(self._done) > self.cache_rows:
-            self._done.popitem(last=False)
+            self._done.put(key, emb)
 
 
 class PooledEmbedding:
