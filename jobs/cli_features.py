@@ -1,0 +1,34 @@
+"""`vw export-features`: per-video ``.npy`` files from a per-frame column."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from jobs.cli import DbOpt, _connect, _err, _progress, app
+
+
+@app.command("export-features")
+def export_features_cmd(
+    out: Annotated[str, typer.Option("--out", help="Folder receiving <video_id>.npy and failed_videos.json.")],
+    column: Annotated[str, typer.Option(help="Per-frame vector column to export.")] = "frame_features",
+    where: Annotated[str | None, typer.Option(help="SQL filter on `videos` restricting the rows.")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Write one float32 .npy (num_frames x D) per video plus failed_videos.json (atomic writes)."""
+    from jobs.export_features import ExportError, export_features
+    from tables.connection import open_videos
+
+    try:
+        table = open_videos(_connect(db), create=False)
+        report = export_features(table, column, out, where, progress=_progress("exporting"))
+    except (ExportError, LookupError) as err:
+        _err(f"error: {err}")
+        raise typer.Exit(2) from None
+    typer.echo(
+        f"export-features: {report.written} files in {report.out}; "
+        f"{len(report.failed) - len(report.not_computed)} failed and {len(report.not_computed)} not computed "
+        f"(listed in failed_videos.json)"
+    )
+    raise typer.Exit(0 if not report.failed else 1)
