@@ -46,7 +46,9 @@ def ensemble(
         str | None,
         typer.Option(help="SQL filter on `events`, applied to the models' events and the ground truth alike."),
     ] = None,
-    report: Annotated[Path | None, typer.Option(help="Folder for the JSON summary and the pictures.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Folder for the Markdown report, the JSON summary and the pictures.")
+    ] = None,
     run_id: Annotated[
         str | None, typer.Option(help="Run id (default: the ensemble name and a hash of the options).")
     ] = None,

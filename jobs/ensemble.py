@@ -129,11 +129,12 @@ def _category(n_models_in_group: int, n_models: int, lone_model: str) -> str:
 def match_models(detections: Iterable[Detection], models: Sequence[str], tolerance_s: float) -> list[Group]:
     """Group the events of ``models`` across models (see the module docstring).
 
-    Events of other models are ignored. Returns the groups in order of video, time and label.
+    Events of other models are ignored. A tolerance of 0 matches events at the same time only
+    (times are kept to the millisecond). Returns the groups in order of video, time and label.
     """
     models = check_models(models)
-    if not (math.isfinite(tolerance_s) and tolerance_s > 0):
-        raise ValueError(f"tolerance must be a positive number of seconds, got {tolerance_s!r}")
+    if not (math.isfinite(tolerance_s) and tolerance_s >= 0):
+        raise ValueError(f"tolerance must be a number of seconds >= 0, got {tolerance_s!r}")
     rank = {m: i for i, m in enumerate(models)}
     per_video: dict[str, list[Detection]] = {}
     for d in detections:
@@ -185,8 +186,10 @@ class FusionOptions:
             raise ValueError(f"weights must be >= 0 with a positive sum, got {dict(zip(models, weights, strict=True))}")
         if self.nms not in NMS_MODES:
             raise ValueError(f"nms must be one of {NMS_MODES}, got {self.nms!r}")
-        if not (math.isfinite(self.window_s) and self.window_s > 0):
-            raise ValueError(f"the NMS window must be a positive number of seconds, got {self.window_s!r}")
+        if not (math.isfinite(self.window_s) and self.window_s >= 0):
+            raise ValueError(f"the NMS window must be a number of seconds >= 0, got {self.window_s!r}")
+        if self.nms == "soft" and self.window_s == 0:
+            raise ValueError("soft-NMS needs a positive window (a 0 s window only works with hard or no NMS)")
         if not (math.isfinite(self.soft_sigma) and self.soft_sigma > 0):
             raise ValueError(f"the soft-NMS sigma must be positive, got {self.soft_sigma!r}")
         if not math.isfinite(self.min_confidence):
@@ -219,17 +222,22 @@ class FusedEvent:
 def fuse_group(members: Sequence[Detection], models: Sequence[str], options: FusionOptions,
                category: str = "") -> FusedEvent:
     """The weighted-mean candidate of one agreement group (members share one label)."""
+    weights = {m: options.weight(m) for m in models}
+    return _fuse_members(members, weights, sum(weights.values()), {m: i for i, m in enumerate(models)}, category)
+
+
+def _fuse_members(members: Sequence[Detection], weights: Mapping[str, float], total_weight: float,
+                  order: Mapping[str, int], category: str) -> FusedEvent:
     labels = {d.label for d in members}
     if len(labels) != 1:
         raise ValueError(f"a fused group needs one label, got {sorted(labels)}")
-    total_weight = sum(options.weight(m) for m in models)
-    conf = sum(options.weight(d.model) * _confidence(d) for d in members) / total_weight
-    mass = sum(options.weight(d.model) * _confidence(d) for d in members)
+    conf = sum(weights[d.model] * _confidence(d) for d in members) / total_weight
+    mass = sum(weights[d.model] * _confidence(d) for d in members)
     if mass > 0:
-        time_s = sum(options.weight(d.model) * _confidence(d) * d.time_s for d in members) / mass
+        time_s = sum(weights[d.model] * _confidence(d) * d.time_s for d in members) / mass
     else:
         time_s = sum(d.time_s for d in members) / len(members)
-    lead = max(members, key=lambda d: (_confidence(d), -list(models).index(d.model)))
+    lead = max(members, key=lambda d: (_confidence(d), -order[d.model]))
     return FusedEvent(members[0].video_id, labels.pop(), round(time_s, 3), conf, lead.team, list(members), category)
 
 
@@ -244,18 +252,26 @@ def suppress(events: Sequence[FusedEvent], mode: str, window_s: float, sigma: fl
         buckets.setdefault((e.video_id, e.label), []).append(e)
     kept: list[FusedEvent] = []
     for items in buckets.values():
+        # strongest first (ties: the earlier event), as repeatedly taking the maximum would
+        order = sorted(items, key=lambda e: (-e.confidence, e.time_s))
+        if mode == "hard":
+            kept_times: list[float] = []
+            for e in order:
+                i = bisect.bisect_left(kept_times, e.time_s - window_s - TIME_EPS)
+                if i < len(kept_times) and kept_times[i] <= e.time_s + window_s + TIME_EPS:
+                    continue  # within the window of a stronger kept event
+                bisect.insort(kept_times, e.time_s)
+                kept.append(FusedEvent(e.video_id, e.label, e.time_s, e.confidence, e.team, e.sources, e.category))
+            continue
         remaining = [FusedEvent(e.video_id, e.label, e.time_s, e.confidence, e.team, e.sources, e.category)
-                     for e in items]
+                     for e in order]
         while remaining:
             top = max(remaining, key=lambda e: (e.confidence, -e.time_s))
             remaining.remove(top)
             kept.append(top)
-            if mode == "hard":
-                remaining = [e for e in remaining if abs(e.time_s - top.time_s) > window_s + TIME_EPS]
-            else:
-                for e in remaining:
-                    overlap = max(0.0, 1.0 - abs(e.time_s - top.time_s) / window_s)
-                    e.confidence *= math.exp(-(overlap ** 2) / sigma)
+            for e in remaining:
+                overlap = max(0.0, 1.0 - abs(e.time_s - top.time_s) / window_s)
+                e.confidence *= math.exp(-(overlap ** 2) / sigma)
     return kept
 
 
@@ -268,12 +284,15 @@ def fuse(groups: Sequence[Group], models: Sequence[str], options: FusionOptions)
     """
     models = check_models(models)
     options.check(models)
+    weights = {m: options.weight(m) for m in models}
+    total = sum(weights.values())
+    order = {m: i for i, m in enumerate(models)}
     candidates = []
     for g in groups:
         if g.category == DISAGREE:
-            candidates.extend(fuse_group([d], models, options, DISAGREE) for d in g.members)
+            candidates.extend(_fuse_members([d], weights, total, order, DISAGREE) for d in g.members)
         else:
-            candidates.append(fuse_group(g.members, models, options, g.category))
+            candidates.append(_fuse_members(g.members, weights, total, order, g.category))
     kept = suppress(candidates, options.nms, options.window_s, options.soft_sigma)
     kept = [e for e in kept if e.confidence >= options.min_confidence]
     # Two candidates of a label at the same millisecond would share one event id: keep the stronger.

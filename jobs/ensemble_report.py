@@ -1,7 +1,12 @@
-"""The report of an ensemble run: a terminal table, a JSON summary and pictures.
+"""The report of an ensemble run: a terminal table, a JSON summary, a Markdown report and pictures.
 
-Pictures (matplotlib, Agg backend): ``f1_per_class.png`` and ``ap_per_class.png`` (tight and
-loose average-mAP) with one bar per model and class, and ``timelines/<video>.png``: the events of
+``report.md`` holds the run's settings and notes, the metrics table (P / R / F1 at the tolerance
+and tight / loose average-mAP per model and class), links to the pictures, and the top
+disagreements between models with the times to look at.
+
+Pictures (matplotlib, Agg backend): ``f1_per_class.png`` and ``ap_per_class.png`` (tight and loose
+average-mAP) with one bar per model and class, ``pr_<model>.png``: precision and recall
+per class of one model (the ensemble included), and ``timelines/<video>.png``: the events of
 the ground truth and of every model along the video's time, coloured by label, with lines
 between events matched across models (grey: same label, red dashed: disagreeing labels) and
 from each true positive to its ground-truth event (green).
@@ -21,6 +26,8 @@ from jobs.ensemble_run import EnsembleResult
 from tables.ensemble_results import OVERALL, MetricRow
 
 SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+PR_PREFIX = "pr_"
 F1_FILE = "f1_per_class.png"
 AP_FILE = "ap_per_class.png"
 TIMELINE_DIR = "timelines"
@@ -113,6 +120,9 @@ def summary(result: EnsembleResult, files: Sequence[str] = ()) -> dict[str, Any]
             for g in result.groups if g.category == DISAGREE
         ],
         "fused_events": len(result.fused),
+        "outside_class_list": result.outside_classes,
+        "unscored_videos": list(result.unscored_videos),
+        "timings_s": dict(result.timings_s),
         "metrics": metrics,
         "notes": list(result.notes),
         "written": dict(result.written),
@@ -150,6 +160,34 @@ def _bars(path: Path, result: EnsembleResult, panels: Sequence[tuple[str, str]],
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].legend(loc="lower right", fontsize="small")
     fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _precision_recall(path: Path, result: EnsembleResult, model: str) -> None:
+    """Precision and recall per class of one model at the tolerance (horizontal bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cells = _by_model_label(result.metrics)
+    labels = [*_shown_labels(result), OVERALL]
+    y = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(8, 1.4 + 0.4 * len(labels)))
+    for offset, (attr, colour) in enumerate((("precision", "tab:blue"), ("recall", "tab:orange"))):
+        values = [getattr(cells[(model, label)], attr) if (model, label) in cells else None for label in labels]
+        ax.barh(y + offset * 0.4, [0.0 if v is None else v for v in values], height=0.4, color=colour, label=attr)
+    ax.set_yticks(y + 0.2)
+    ax.set_yticklabels(["overall" if label == OVERALL else label for label in labels])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title(f"{model}: precision / recall per class at {result.options.tolerance_s:g} s (run {result.run_id})",
+                 fontsize="small")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -222,7 +260,7 @@ def timeline_videos(result: EnsembleResult) -> list[str]:
 
 
 def write_report(result: EnsembleResult, out_dir: str | Path, max_timelines: int | None = None) -> list[Path]:
-    """Write the JSON summary and the pictures into ``out_dir``; returns the files written.
+    """Write the JSON summary, the Markdown report and the pictures into ``out_dir``; returns the files.
 
     ``max_timelines`` caps the number of timeline pictures (videos in id order); ``None`` draws
     one per video.
@@ -241,6 +279,10 @@ def write_report(result: EnsembleResult, out_dir: str | Path, max_timelines: int
                                       ("ap_loose", "loose average-mAP (5-60 s)")],
               f"run {result.run_id}: average-mAP per class")
         files += [out / F1_FILE, out / AP_FILE]
+        for model in result.scored_models:
+            path = out / f"{PR_PREFIX}{_slug(model)}.png"
+            _precision_recall(path, result, model)
+            files.append(path)
     videos = timeline_videos(result)
     if max_timelines is not None:
         videos = videos[:max_timelines]
@@ -251,7 +293,88 @@ def write_report(result: EnsembleResult, out_dir: str | Path, max_timelines: int
         _timeline(path, result, video)
         files.append(path)
     names = [str(p.relative_to(out)) for p in files]
-    document = summary(result, names)
+    pictures = {"bars": [n for n in names if n in (F1_FILE, AP_FILE)],
+                "pr": [n for n in names if n.startswith(PR_PREFIX)],
+                "timelines": [n for n in names if n.startswith(TIMELINE_DIR + "/")]}
+    (out / REPORT_FILE).write_text(markdown_report(result, pictures))
+    document = summary(result, [REPORT_FILE, *names])
     document["timelines"] = {"videos": len(timeline_videos(result)), "drawn": len(videos)}
+    document["top_disagreements"] = top_disagreements(result)
     (out / SUMMARY_FILE).write_text(json.dumps(document, indent=2) + "\n")
-    return [out / SUMMARY_FILE, *files]
+    return [out / SUMMARY_FILE, out / REPORT_FILE, *files]
+
+
+def clock(time_s: float) -> str:
+    """Seconds as ``m:ss.s`` (time within the video, i.e. within the match half)."""
+    minutes, seconds = divmod(time_s, 60)
+    return f"{int(minutes)}:{seconds:04.1f}"
+
+
+def top_disagreements(result: EnsembleResult, limit: int = 20) -> list[dict[str, Any]]:
+    """The disagreements most worth a look: both sides confident (highest lowest confidence first).
+
+    Each entry has the video, the time span to look at (``start_s`` .. ``end_s``) and the events.
+    """
+    groups = [g for g in result.groups if g.category == DISAGREE]
+    groups.sort(key=lambda g: (-min(d.confidence or 0.0 for d in g.members),
+                               -max(d.confidence or 0.0 for d in g.members), g.video_id, g.group_id))
+    return [{"video_id": g.video_id, "start_s": min(d.time_s for d in g.members),
+             "end_s": max(d.time_s for d in g.members),
+             "events": [{"model": d.model, "label": d.label, "time_s": d.time_s, "confidence": d.confidence}
+                        for d in g.members]} for g in groups[:limit]]
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def markdown_report(result: EnsembleResult, pictures: dict[str, list[str]], disagreements: int = 20) -> str:
+    """The Markdown report of a run; ``pictures`` maps ``bars`` / ``pr`` / ``timelines`` to relative paths."""
+    opts = result.options
+    lines = [f"# Ensemble run `{result.run_id}`", "", "```", format_summary(result), "```", ""]
+    lines += ["## Metrics", ""]
+    if result.metrics:
+        lines += [f"Precision, recall and F1 at {opts.tolerance_s:g} s; AP-t / AP-l: SoccerNet average-mAP tight "
+                  f"(1-5 s) / loose (5-60 s), averaged over the {len(opts.classes)} classes of the class list "
+                  "(a class without ground truth scores 0; labels outside the list have no AP).", ""]
+        lines += ["| model | label | ground truth | predictions | TP | FP | FN | precision | recall | F1 | AP-t "
+                  "| AP-l |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        cells = _by_model_label(result.metrics)
+        for model in result.scored_models:
+            for label in [OVERALL, *_shown_labels(result)]:
+                r = cells.get((model, label))
+                if r is None:
+                    continue
+                name = "**overall**" if label == OVERALL else label
+                lines.append(f"| {model} | {name} | {r.n_gt} | {r.n_pred} | {r.tp} | {r.fp} | {r.fn} | "
+                             f"{_cell(r.precision)} | {_cell(r.recall)} | {_cell(r.f1)} | {_cell(r.ap_tight)} | "
+                             f"{_cell(r.ap_loose)} |")
+    else:
+        lines.append("No scores: the run did not score against ground truth.")
+    lines.append("")
+    if pictures.get("bars") or pictures.get("pr"):
+        lines += ["## Charts", ""]
+        lines += [f"![{Path(p).stem}]({p})" for p in pictures.get("bars", [])]
+        lines += [f"![precision / recall of {Path(p).stem[len(PR_PREFIX):]}]({p})" for p in pictures.get("pr", [])]
+        lines.append("")
+    lines += ["## Timelines", ""]
+    drawn = pictures.get("timelines", [])
+    total = len(timeline_videos(result))
+    lines.append(f"One picture per match half (video): ground truth, each model and `{opts.name}`; "
+                 f"{len(drawn)} of {total} drawn.")
+    lines.append("")
+    lines += [f"![{p}]({p})" for p in drawn]
+    lines += ["", "## Top disagreements", ""]
+    top = top_disagreements(result, disagreements)
+    n_all = sum(1 for g in result.groups if g.category == DISAGREE)
+    if top:
+        lines += [f"{len(top)} of {n_all} disagreements, both sides confident first; times are within the half.", "",
+                  "| video | look at | events |", "|---|---|---|"]
+        for item in top:
+            events = "; ".join(f"{e['model']}: {e['label']} {e['confidence']:.2f} at {clock(e['time_s'])}"
+                               for e in item["events"])
+            lines.append(f"| {item['video_id']} | {clock(item['start_s'])} - {clock(item['end_s'])} | {events} |")
+    else:
+        lines.append("The models never disagree within the tolerance.")
+    return "\n".join(lines) + "\n"

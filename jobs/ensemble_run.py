@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import re
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,8 +78,8 @@ class EnsembleOptions:
         """Raise ``ValueError`` naming the first option that is invalid."""
         models = check_models(self.models)
         if not (isinstance(self.tolerance_s, int | float) and math.isfinite(self.tolerance_s)
-                and self.tolerance_s > 0):
-            raise ValueError(f"tolerance must be a positive number of seconds, got {self.tolerance_s!r}")
+                and self.tolerance_s >= 0):
+            raise ValueError(f"tolerance must be a number of seconds >= 0, got {self.tolerance_s!r}")
         if not self.ground_truth:
             raise ValueError("the ground-truth model name is empty")
         if self.ground_truth in models:
@@ -136,6 +137,11 @@ class EnsembleResult:
     match_rows: list[MatchRow] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)  # seconds per phase of run_ensemble
+    #: per model (ground truth included): events per label outside the class list
+    outside_classes: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: videos with events of the input models but no ground truth (matched and fused, not scored)
+    unscored_videos: list[str] = field(default_factory=list)
 
     @property
     def scored_models(self) -> list[str]:
@@ -288,6 +294,37 @@ def _fused_event(e: FusedEvent, d: Detection, run_id: str) -> Event:
                            "category": e.category})
 
 
+def outside_class_list(events: dict[str, Sequence[Detection]], classes: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per model, the number of events per label that is not in ``classes`` (models without any left out)."""
+    known = set(classes)
+    out = {}
+    for model, items in events.items():
+        counts = Counter(d.label for d in items if d.label not in known)
+        if counts:
+            out[model] = dict(sorted(counts.items()))
+    return out
+
+
+def coverage_notes(result: EnsembleResult) -> list[str]:
+    """Notes on labels outside the class list, videos without ground truth and models silent on a video."""
+    notes = []
+    for model, counts in result.outside_classes.items():
+        listed = ", ".join(f"'{label}' {n}" for label, n in counts.items())
+        notes.append(f"{model}: {sum(counts.values())} events with labels outside the class list ({listed}): "
+                     "counted in precision / recall / F1, excluded from average-mAP")
+    if result.unscored_videos:
+        shown = ", ".join(result.unscored_videos[:5]) + (" ..." if len(result.unscored_videos) > 5 else "")
+        notes.append(f"{len(result.unscored_videos)} videos have no ground truth ({shown}): "
+                     "agreement and fusion only, not scored")
+    videos = sorted({d.video_id for m in result.options.models for d in result.inputs[m]})
+    for model in result.options.models:
+        silent = len(videos) - len({d.video_id for d in result.inputs[model]})
+        if result.inputs[model] and silent:
+            notes.append(f"model '{model}' has no events on {silent} of {len(videos)} videos: "
+                         f"the other models' events there are only_<model> and fused with {model} as 0")
+    return notes
+
+
 def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> EnsembleResult:
     """Run the analysis; with ``write``, store the fused events and the result tables.
 
@@ -295,13 +332,26 @@ def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> Ens
     """
     options.check()
     run_id = options.resolved_run_id()
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(phase: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[phase] = round(now - clock, 3)
+        clock = now
+
     per_model, truths, notes = load_events(conn, options)
+    lap("read")
     models = list(options.models)
     inputs = [d for m in models for d in per_model[m]]
     groups = match_models(inputs, models, options.tolerance_s)
+    lap("match")
     fused = fuse(groups, models, options.fusion())
     fused_detections = [e.detection(options.name, run_id) for e in fused]
-    result = EnsembleResult(run_id, options, per_model, truths, groups, fused, fused_detections, notes=notes)
+    lap("fuse")
+    result = EnsembleResult(run_id, options, per_model, truths, groups, fused, fused_detections, notes=notes,
+                            timings_s=timings)
     params = json.dumps(options.params(), sort_keys=True)
 
     result.match_rows = _model_rows(run_id, groups)
@@ -312,6 +362,15 @@ def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> Ens
             result.scores[model] = score
             result.match_rows.extend(_truth_rows(run_id, model, score.match))
             result.metrics.extend(metric_rows(run_id, score, options, params))
+    if options.score:
+        scored = set(result.scored_videos)
+        predictions = {m: [d for d in (fused_detections if m == options.name else per_model[m]) if d.video_id in scored]
+                       for m in result.scored_models}
+        result.outside_classes = outside_class_list({options.ground_truth: truths, **predictions}, options.classes)
+        result.unscored_videos = sorted({d.video_id for m in models for d in per_model[m]}
+                                        - set(result.scored_videos))
+    result.notes.extend(coverage_notes(result))
+    lap("score")
     if write:
         events = open_events(conn)
         result.written["events"] = write_events(
@@ -319,4 +378,5 @@ def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> Ens
             replace_scope=scope_filter(models=[options.name], run_id=run_id))
         result.written["ensemble_matches"] = write_matches(conn, run_id, result.match_rows)
         result.written["ensemble_metrics"] = write_metrics(conn, run_id, result.metrics)
+        lap("write")
     return result

@@ -61,8 +61,8 @@ UNSHOWN_RESCALE_V2 = 17 / 13
 
 
 def _check_tolerance(tolerance_s: float) -> None:
-    if not (isinstance(tolerance_s, int | float) and math.isfinite(tolerance_s) and tolerance_s > 0):
-        raise ValueError(f"tolerance must be a positive number of seconds, got {tolerance_s!r}")
+    if not (isinstance(tolerance_s, int | float) and math.isfinite(tolerance_s) and tolerance_s >= 0):
+        raise ValueError(f"tolerance must be a number of seconds >= 0, got {tolerance_s!r}")
 
 
 # ---------------------------------------------------------------- precision / recall / F1

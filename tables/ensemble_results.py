@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -141,18 +141,26 @@ class MetricRow:
         return "\x1f".join([self.run_id, self.model, self.label])
 
 
+def _columns(rows: Sequence[Any], schema: pa.Schema, key: str, now: dt.datetime) -> pa.Table:
+    """Dataclass rows as an Arrow table of ``schema`` (``key``: the name of the row-key property)."""
+    data: dict[str, Any] = {}
+    for f in schema:
+        if f.name == "created_at":
+            data[f.name] = pa.array([now] * len(rows), f.type)
+        else:
+            attr = key if f.name == key else f.name
+            data[f.name] = pa.array([getattr(r, attr) for r in rows], f.type)
+    return pa.table(data, schema=schema)
+
+
 def matches_to_arrow(rows: Sequence[MatchRow]) -> pa.Table:
     """``rows`` as an Arrow table of :data:`MATCHES_SCHEMA`."""
-    now = dt.datetime.now(dt.UTC)
-    return pa.Table.from_pylist([{"row_id": r.row_id, **asdict(r), "created_at": now} for r in rows],
-                                schema=MATCHES_SCHEMA)
+    return _columns(rows, MATCHES_SCHEMA, "row_id", dt.datetime.now(dt.UTC))
 
 
 def metrics_to_arrow(rows: Sequence[MetricRow]) -> pa.Table:
     """``rows`` as an Arrow table of :data:`METRICS_SCHEMA`."""
-    now = dt.datetime.now(dt.UTC)
-    return pa.Table.from_pylist([{"metric_id": r.metric_id, **asdict(r), "created_at": now} for r in rows],
-                                schema=METRICS_SCHEMA)
+    return _columns(rows, METRICS_SCHEMA, "metric_id", dt.datetime.now(dt.UTC))
 
 
 def _open(conn: Any, name: str, schema: pa.Schema) -> Any:

@@ -169,8 +169,8 @@ def test_matching_rejects_bad_input() -> None:
         match_models([], ["qwen"], 3.0)
     with pytest.raises(ValueError, match="more than once"):
         match_models([], ["qwen", "qwen"], 3.0)
-    with pytest.raises(ValueError, match="tolerance must be a positive"):
-        match_models([], ["qwen", "llava"], 0.0)
+    with pytest.raises(ValueError, match="tolerance must be a number of seconds >= 0"):
+        match_models([], ["qwen", "llava"], -0.5)
     with pytest.raises(ValueError, match="has no confidence"):
         match_models([det("qwen", 1.0, conf=None), det("llava", 1.0)], ["qwen", "llava"], 3.0)
 
@@ -243,7 +243,9 @@ def test_fusion_options_are_checked() -> None:
     with pytest.raises(ValueError, match="nms must be one of"):
         FusionOptions(nms="fuzzy").check(models)
     with pytest.raises(ValueError, match="NMS window"):
-        FusionOptions(window_s=0).check(models)
+        FusionOptions(window_s=-1).check(models)
+    with pytest.raises(ValueError, match="soft-NMS needs a positive window"):
+        FusionOptions(nms="soft", window_s=0).check(models)
     with pytest.raises(ValueError, match="also one of the input models"):
         FusionOptions(name="qwen").check(models)
 
@@ -255,7 +257,7 @@ def test_run_options() -> None:
     assert opts.resolved_run_id() != EnsembleOptions(models=["qwen", "llava"], tolerance_s=2).resolved_run_id()
     assert EnsembleOptions(models=["qwen", "llava"], run_id="mine").resolved_run_id() == "mine"
     assert opts.fusion().window_s == 3.0
-    with pytest.raises(ValueError, match="tolerance must be a positive"):
+    with pytest.raises(ValueError, match="tolerance must be a number of seconds >= 0"):
         EnsembleOptions(models=["qwen", "llava"], tolerance_s=-1).check()
     with pytest.raises(ValueError, match="cannot also be an input model"):
         EnsembleOptions(models=["qwen", "ground_truth"]).check()
@@ -299,5 +301,54 @@ def test_truth_matching_greedy_by_confidence_and_nearest() -> None:
     edge = det("qwen", 20.0, conf=0.5)
     assert match_to_truth([edge], [late], 3.0).pairs == [(edge, late)]
     assert match_to_truth([edge], [late], 2.999).false_positives == [edge]
-    with pytest.raises(ValueError, match="tolerance must be a positive"):
-        match_to_truth([], truths, 0)
+    with pytest.raises(ValueError, match="tolerance must be a number of seconds >= 0"):
+        match_to_truth([], truths, -1)
+
+
+# ---------------------------------------------------------------- edge cases
+
+
+def test_tolerance_zero_matches_the_same_time_only() -> None:
+    q, same, later = det("qwen", 10.0, conf=0.9), det("llava", 10.0, conf=0.8), det("llava", 10.001, conf=0.7)
+    groups = match_models([q, same, later], ["qwen", "llava"], 0.0)
+    assert category_of(groups) == {q.event_id: BOTH, same.event_id: BOTH, later.event_id: only("llava")}
+    corner = det("llava", 10.0, "Corner", conf=0.6)
+    assert category_of(match_models([q, corner], ["qwen", "llava"], 0))[corner.event_id] == DISAGREE
+    truths = [gt(10.0), gt(20.0)]
+    match = match_to_truth([q, det("qwen", 20.001)], truths, 0)
+    assert [(p.time_s, g.time_s) for p, g in match.pairs] == [(10.0, 10.0)]
+    assert [g.time_s for g in match.missed] == [20.0]
+    # a 0 s hard-NMS window only suppresses candidates at the same time
+    kept = suppress([_candidate(10.0, 0.9), _candidate(10.0, 0.5), _candidate(10.001, 0.4)], "hard", 0.0)
+    assert sorted((e.time_s, e.confidence) for e in kept) == [(10.0, 0.9), (10.001, 0.4)]
+
+
+def test_thousands_of_events_every_event_in_one_group() -> None:
+    import random
+
+    rng = random.Random(3)
+    labels = ["Goal", "Corner", "Foul", "Throw-in"]
+    events = [Detection(f"{m}-{v}-{i}", f"g/{v}", m, round(rng.uniform(0, 2700), 3), rng.choice(labels),
+                        round(rng.random(), 3))
+              for m in ("qwen", "llava", "gemma") for v in range(3) for i in range(2000)]
+    groups = match_models(events, ["qwen", "llava", "gemma"], 3.0)
+    members = [d.event_id for g in groups for d in g.members]
+    assert len(members) == len(events) == len(set(members))
+    for g in groups:
+        assert len(set(g.models)) == len(g.models) and len({d.video_id for d in g.members}) == 1
+        assert max(d.time_s for d in g.members) - min(d.time_s for d in g.members) <= 6.0 + 1e-6
+        if g.category == DISAGREE:
+            assert len(g.labels) > 1
+        elif len(g.members) > 1:
+            assert len(g.labels) == 1
+    fused = fuse(groups, ["qwen", "llava", "gemma"], FusionOptions(window_s=3.0))
+    by_key: dict[tuple[str, str], list[float]] = {}
+    for e in fused:
+        by_key.setdefault((e.video_id, e.label), []).append(e.time_s)
+    for times in by_key.values():  # hard NMS leaves no two events of a class within the window
+        times.sort()
+        assert all(b - a > 3.0 for a, b in zip(times, times[1:], strict=False))
+    truths = [gt(round(rng.uniform(0, 2700), 3), rng.choice(labels), f"g/{v}") for v in range(3) for _ in range(100)]
+    match = match_to_truth([d for d in events if d.model == "qwen"], truths, 3.0)
+    assert len(match.pairs) + len(match.false_positives) == 6000
+    assert len(match.pairs) + len(match.missed) == 300

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -64,9 +65,20 @@ def test_ensemble_command_writes_tables_and_report(warehouse: Path, tmp_path: Pa
     assert summary["run_id"] == "r1" and summary["fused_events"] == fused
     assert summary["metrics"]["ensemble"]["overall"]["f1"] == pytest.approx(overall["ensemble"]["f1"])
     assert summary["timelines"] == {"videos": 2, "drawn": 2}
-    for name in ["f1_per_class.png", "ap_per_class.png", *summary["files"]]:
+    assert summary["files"][0] == "report.md"
+    for name in ["f1_per_class.png", "ap_per_class.png", *summary["files"][1:]]:
         assert (report / name).stat().st_size > 5000, name
     assert len(list((report / "timelines").glob("*.png"))) == 2
+    for model in ("qwen", "llava", "ensemble"):
+        assert (report / f"pr_{model}-{hashlib.sha1(model.encode()).hexdigest()[:6]}.png").exists()
+    markdown = (report / "report.md").read_text()
+    assert "| ensemble | **overall** |" in markdown and "| qwen | Goal |" in markdown
+    assert markdown.count("](timelines/") == 2 and "](f1_per_class.png)" in markdown
+    assert markdown.count("![precision / recall of") == 3
+    assert "## Top disagreements" in markdown
+    top = summary["top_disagreements"]
+    assert top and top[0]["start_s"] <= top[0]["end_s"] and len({e["model"] for e in top[0]["events"]}) > 1
+    assert f"| {top[0]['video_id']} | " in markdown
 
     # The same run id again replaces its rows; another run id adds its own.
     tables = ("events", ENSEMBLE_MATCHES, ENSEMBLE_METRICS)
@@ -90,8 +102,8 @@ def test_ensemble_command_errors(warehouse: Path, tmp_path: Path) -> None:
     assert code == 2 and "unknown models ['gemma']" in out and "'llava'" in out and "'qwen'" in out
     code, out = vw("ensemble", "--models", "qwen,llava", "--where", "confidnce > 0.5", "--db", db)
     assert code == 2 and "bad where filter 'confidnce > 0.5'" in out
-    code, out = vw("ensemble", "--models", "qwen,llava", "--tolerance", "0", "--db", db)
-    assert code == 2 and "tolerance must be a positive number of seconds" in out
+    code, out = vw("ensemble", "--models", "qwen,llava", "--tolerance", "-1", "--db", db)
+    assert code == 2 and "tolerance must be a number of seconds >= 0" in out
     code, out = vw("ensemble", "--models", "qwen,llava", "--where", "confidence > 0.5", "--db", db)
     assert code == 2 and "leaves no events of model 'ground_truth'" in out
     code, out = vw("ensemble", "--models", "qwen", "--db", db)
@@ -115,3 +127,53 @@ def test_ensemble_command_errors(warehouse: Path, tmp_path: Path) -> None:
     assert code == 2 and "ground truth of video 'g' names several game halves" in out
     code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(tmp_path / "empty"))
     assert code == 2 and "no 'events' table" in out
+
+
+def test_silent_model_outside_labels_and_videos_without_truth(tmp_path: Path) -> None:
+    from jobs.ensemble_run import EnsembleOptions, run_ensemble
+    from jobs.spotting_metrics import average_map
+
+    def truth(video: str, t: float, label: str) -> Event:
+        return Event(video, "ground_truth", t, label, metadata={"game": video[:-2], "half": int(video[-1])})
+
+    events = [
+        truth("g/1", 10.0, "Goal"), truth("g/1", 50.0, "Corner"), truth("g/1", 80.0, "Dive"),
+        truth("g/2", 30.0, "Foul"),
+        Event("g/1", "qwen", 10.5, "Goal", confidence=0.9), Event("g/1", "llava", 11.0, "Goal", confidence=0.7),
+        Event("g/1", "qwen", 200.0, "Dance", confidence=0.8), Event("g/1", "llava", 50.0, "Corner", confidence=0.6),
+        Event("g/2", "qwen", 30.5, "Foul", confidence=0.8),  # llava has no events on g/2
+        Event("x/1", "qwen", 5.0, "Goal", confidence=0.5), Event("x/1", "llava", 6.0, "Goal", confidence=0.5),
+    ]
+    conn = connect(str(tmp_path / "wh"))
+    write_events(open_events(conn), events)
+    result = run_ensemble(conn, EnsembleOptions(models=["qwen", "llava"], tolerance_s=0, run_id="z"))
+    # tolerance 0: nothing at different times matches; g/2's foul is qwen's alone, x/1 is matched but not scored
+    cats = {(d.video_id, d.model, d.time_s): g.category for g in result.groups for d in g.members}
+    assert cats[("g/2", "qwen", 30.5)] == "only_qwen" and cats[("g/1", "llava", 50.0)] == "only_llava"
+    assert result.unscored_videos == ["x/1"] and result.scored_videos == ["g/1", "g/2"]
+    assert result.outside_classes["qwen"] == {"Dance": 1} and result.outside_classes["ground_truth"] == {"Dive": 1}
+    notes = "\n".join(result.notes)
+    assert "qwen: 1 events with labels outside the class list ('Dance' 1)" in notes
+    assert "1 videos have no ground truth (x/1)" in notes
+    assert "model 'llava' has no events on 1 of 3 videos" in notes
+    rows = {(r.model, r.label): r for r in result.metrics}
+    dance, dive = rows[("qwen", "Dance")], rows[("qwen", "Dive")]
+    assert (dance.fp, dance.ap_tight, dance.ap_loose) == (1, None, None)
+    assert (dive.fn, dive.n_gt, dive.ap_tight) == (1, 1, None)
+    qwen = rows[("qwen", OVERALL)]
+    assert (qwen.tp, qwen.fp, qwen.fn) == (0, 3, 4)  # 0 s tolerance: no prediction is at a truth's time
+    # out-of-list labels leave average-mAP as it is without them
+    inside = [d for d in result.truths if d.label != "Dive"]
+    preds = [d for d in result.inputs["qwen"] if d.label != "Dance"]
+    assert qwen.ap_loose == pytest.approx(result.scores["qwen"].loose.overall)
+    assert result.scores["qwen"].loose.overall == pytest.approx(
+        average_map(inside, preds, deltas_s=tuple(range(5, 65, 5))).overall)
+    assert result.scores["qwen"].loose.overall > 0
+
+    report = tmp_path / "report"
+    code, out = vw("ensemble", "--models", "qwen,llava", "--tolerance", "0", "--run-id", "z", "--report",
+                   str(report), "--db", str(tmp_path / "wh"))
+    assert code == 0, out
+    assert "labels outside the class list" in out and "have no ground truth" in out
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["outside_class_list"]["qwen"] == {"Dance": 1} and summary["unscored_videos"] == ["x/1"]
