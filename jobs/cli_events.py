@@ -1,0 +1,144 @@
+"""`vw windows`, `vw events` and `vw import-predictions`: analysis windows and the events table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobs.cli import DbOpt, _connect, _err, app
+
+FORMATS = ("table", "csv", "json")
+
+
+@app.command("windows")
+def windows_cmd(
+    window: Annotated[float, typer.Option(help="Window length in seconds.")] = 4.0,
+    step: Annotated[float, typer.Option(help="Seconds between window starts.")] = 2.0,
+    fps: Annotated[float, typer.Option(help="Frames per second the detectors sample in a window.")] = 1.0,
+    recreate: Annotated[
+        bool, typer.Option(help="Drop the windows table (and its detector columns) and rebuild it, e.g. to "
+                           "change --window/--step/--fps.")
+    ] = False,
+    db: DbOpt = None,
+) -> None:
+    """Create or refresh the `windows` table: one row per analysis window of every video (idempotent)."""
+    from tables.windows import WindowSettings, WindowSettingsError, refresh_windows
+
+    try:
+        settings = WindowSettings(window, step, fps)
+        report = refresh_windows(_connect(db), settings, recreate=recreate)
+    except (WindowSettingsError, LookupError, ValueError) as err:
+        _err(f"error: {err}")
+        raise typer.Exit(2) from None
+    for vid, problem in report.skipped:
+        _err(f"SKIPPED video {vid}: {problem}")
+    typer.echo(
+        f"windows ({settings.describe()}): {report.videos} videos, {report.added} windows added, "
+        f"{report.removed} removed, {report.total} in total; table version {report.version}"
+        + (" (recreated)" if report.recreated else "")
+    )
+    raise typer.Exit(0 if not report.skipped else 1)
+
+
+@app.command("events")
+def events_cmd(
+    where: Annotated[
+        str | None,
+        typer.Option(help="SQL filter, e.g. \"label = 'Goal' AND confidence > 0.8 AND model = 'llava'\"."),
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: table, csv or json.")] = "table",
+    limit: Annotated[int | None, typer.Option(help="Print at most N events.")] = None,
+    refresh: Annotated[
+        bool, typer.Option(help="First rebuild the detector events from the windows' detector columns "
+                           "(only videos whose events changed are rewritten).")
+    ] = False,
+    models: Annotated[
+        str | None, typer.Option(help="With --refresh: comma-separated detector models (default: every column).")
+    ] = None,
+    dedup_window: Annotated[
+        float, typer.Option(help="With --refresh: events of one label closer than this many seconds are one event.")
+    ] = 3.0,
+    db: DbOpt = None,
+) -> None:
+    """Filter the `events` table (detections, imported predictions, ground truth, ensembles)."""
+    from jobs.events import (
+        format_csv,
+        format_json,
+        format_table,
+        query_events,
+        random_weight_events,
+        refresh_detection_events,
+    )
+
+    if fmt not in FORMATS:
+        _err(f"error: --format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise typer.Exit(2)
+    conn = _connect(db)
+    try:
+        if refresh:
+            chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+            for r in refresh_detection_events(conn, chosen, dedup_window_s=dedup_window):
+                tag = " [RANDOM WEIGHTS: pipeline check only]" if r.random_weights else ""
+                _err(f"refresh {r.column} -> model '{r.model}'{tag}: {r.detected}/{r.windows} windows detected, "
+                     f"{len(r.affected_videos)} of {r.videos} videos rewritten ({r.events} events)")
+        elif models:
+            _err("error: --models applies only with --refresh")
+            raise typer.Exit(2)
+        rows = query_events(conn, where, limit)
+    except (LookupError, ValueError) as err:
+        _err(f"error: {err}")
+        raise typer.Exit(2) from None
+    random = random_weight_events(rows)
+    if random:
+        _err(f"note: {random} of these {rows.num_rows} events come from models with RANDOM WEIGHTS (profile tiny)")
+    if fmt == "table":
+        typer.echo(format_table(rows))
+        _err(f"{rows.num_rows} events")
+    elif fmt == "csv":
+        typer.echo(format_csv(rows), nl=False)
+    else:
+        typer.echo(format_json(rows))
+
+
+@app.command("import-predictions")
+def import_predictions_cmd(
+    files: Annotated[list[Path], typer.Argument(help="Prediction JSON files: lists of {time, raw} entries.")],
+    model: Annotated[str, typer.Option("--model", help="Model name of these predictions in `events`.")],
+    video_id: Annotated[
+        str | None, typer.Option(help="Video of every file (default: from the file name, 'video_N' or 'vidN').")
+    ] = None,
+    video_map: Annotated[
+        Path | None, typer.Option(help="JSON object mapping the file names' video numbers to video ids.")
+    ] = None,
+    time_offset: Annotated[
+        float, typer.Option(help="Seconds added to every time (e.g. 2 to move 4 s window starts to their centres).")
+    ] = 0.0,
+    dedup_window: Annotated[
+        float, typer.Option(help="Events of one label closer than this many seconds are one event.")
+    ] = 3.0,
+    db: DbOpt = None,
+) -> None:
+    """Load earlier pipelines' prediction files into `events` (parsed, de-duplicated, idempotent)."""
+    from jobs.events import import_predictions, load_video_map
+
+    if video_id is not None and video_map is not None:
+        _err("error: pass either --video-id or --video-map, not both")
+        raise typer.Exit(2)
+    try:
+        mapping = load_video_map(str(video_map)) if video_map is not None else None
+        report = import_predictions(_connect(db), model, [str(f) for f in files], video_id, mapping, time_offset,
+                                    dedup_window)
+    except (LookupError, ValueError) as err:
+        _err(f"error: {err}")
+        raise typer.Exit(2) from None
+    for problem in report.problems:
+        _err(f"NOT IMPORTED {problem}")
+    typer.echo(
+        f"import-predictions ({report.model}): {report.files} files, {report.entries} entries, "
+        f"{report.answers_parsed} parsed ({report.no_action} without an action), "
+        f"{report.events_before_dedup} events -> {report.events_written} after de-duplication "
+        f"on {len(report.videos)} videos; {len(report.problems)} problems"
+    )
+    raise typer.Exit(0 if not report.problems else 1)
