@@ -49,6 +49,12 @@ Older tables
     that column added, all NULL, the first time something is written to it; stored values
     are not rewritten.
 
+Video bytes (``store_bytes=True``, ``vw ingest --store-bytes``)
+    The bytes of every ingested video are also stored in the nullable blob column ``video``
+    (added on first use); see :mod:`tables.video_blobs` for when stored bytes are kept, replaced
+    or cleared on re-ingest. A video whose bytes cannot be read is reported as a failure; its
+    base row is still written.
+
 Failures
     Every input or entry that cannot be used (missing, empty, not a video, unreadable, a bad
     listing row, a duplicate id) becomes one :class:`IngestFailure`; all good entries are
@@ -784,12 +790,14 @@ def ingest(
     split: str | None = None,
     probe_workers: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    store_bytes: bool = False,
 ) -> IngestReport:
     """Probe and register videos in ``table`` (the ``videos`` table) with one merge-insert.
 
     ``inputs`` are paths/URIs/globs/listings (see the module docstring) or ready
     :class:`IngestEntry` objects. ``source`` / ``split`` fill entries that do not give their
-    own. Returns counts, one failure per unusable input, and the table version afterwards.
+    own. ``store_bytes`` also stores each video's bytes in the ``video`` blob column. Returns
+    counts, one failure per unusable input, and the table version afterwards.
     """
     entries, failures = _collect(inputs)
     entries, dup_failures = _drop_duplicates(_with_defaults(entries, source, split))
@@ -815,7 +823,30 @@ def ingest(
     now = dt.datetime.now(dt.UTC)
     rows = [merge_row(p, stored.get(p.video_id), now) for p in good]
     inserted, updated = _write(table, rows, allow_insert=not _required_extra_columns(table))
+    failures.extend(_sync_video_bytes(table, rows, stored, store_bytes))
     return IngestReport(inserted, updated, failures, int(table.version))
+
+
+def _sync_video_bytes(table: Any, rows: list[dict], stored: dict[str, dict], store_bytes: bool) -> list[IngestFailure]:
+    """Store (``store_bytes``) or clear stale video bytes of the written rows (see :mod:`tables.video_blobs`)."""
+    from tables import video_blobs
+
+    if not store_bytes:
+        stale = video_blobs.stale_ids(stored, rows) if video_blobs.has_video_column(table) else []
+        if stale:
+            video_blobs.write_video_bytes(table, [(vid, None) for vid in stale])
+        return []
+    failures: list[IngestFailure] = []
+
+    def payloads() -> Iterable[tuple[str, bytes | None]]:
+        for row in rows:
+            try:
+                yield row["video_id"], video_blobs.read_bytes(row["uri"])
+            except Exception as exc:  # a per-video failure; the bytes stay as they were
+                failures.append(IngestFailure(row["uri"], f"bytes not stored: {_describe_exc(exc)}"))
+
+    video_blobs.write_video_bytes(table, payloads())
+    return failures
 
 
 def _split_blocked(
