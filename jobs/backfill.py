@@ -14,12 +14,13 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from manifests.clusters import ClusterSpec
 from tables.connection import open_videos, table_exists
-from tables.names import VIDEOS, pooled_column, video_embedding_column
-from udfs.models import ModelSpec, resolve_profile, vjepa2_spec
+from tables.names import VIDEOS, WINDOWS, frame_features_column, pooled_column, times_column, video_embedding_column
+from udfs.models import ModelSpec, frame_features_spec, resolve_profile, vjepa2_spec
 
 
 class BackfillError(RuntimeError):
@@ -39,6 +40,8 @@ class BackfillOptions:
     num_gpus: float | None = None
     retry_failed: bool = False
     replace: bool = False
+    fps: float | None = None  # frame_features sampling rate (default $FRAME_FPS, then 1)
+    scenarios: str | None = None  # scenarios YAML file of the `scenarios` stage (default $VW_SCENARIOS, then built-in)
 
 
 @dataclass
@@ -54,6 +57,7 @@ class ColumnReport:
     seconds: float
     job_id: str | None = None
     errors: list[dict[str, Any]] = field(default_factory=list)
+    recomputed: int = 0  # rows that had values of an older UDF version
 
     @property
     def computed(self) -> int:
@@ -104,6 +108,70 @@ register_stage(Stage(
 ))
 
 
+def _frame_features_udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
+    from udfs.frame_features import frame_features_udf, frame_times_udf
+
+    col = frame_features_column()
+    feats = frame_features_udf(spec.profile, opts.model, opts.fps, opts.batch_size, opts.num_gpus)
+    return [(col, feats), (times_column(col), frame_times_udf(col, spec, opts.fps))]
+
+
+def _frame_features_spec(opts: BackfillOptions) -> ModelSpec:
+    from udfs.frame_features import fps_from_env
+
+    spec = frame_features_spec(opts.profile, opts.model)
+    return replace(spec, params=(("fps", f"{fps_from_env(opts.fps):g}"),))
+
+
+register_stage(Stage(
+    name="frame_features",
+    columns=lambda: [frame_features_column(), times_column(frame_features_column())],
+    spec=_frame_features_spec,
+    udfs=_frame_features_udfs,
+))
+
+
+def _scenarios_spec(opts: BackfillOptions) -> ModelSpec:
+    from udfs.scenarios import stage_spec
+
+    return stage_spec(opts.profile, opts.scenarios)
+
+
+def _scenarios_udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
+    from udfs.scenarios import stage_udfs
+
+    return stage_udfs(spec, opts.scenarios)
+
+
+register_stage(Stage(
+    name="scenarios",
+    columns=lambda: ["caption_embedding", "scenario_scores", "scenario", "prompt_variants"],
+    spec=_scenarios_spec,
+    udfs=_scenarios_udfs,
+))
+
+
+def _detections_stage(key: str) -> Stage:
+    """The stage filling ``detections_<key>`` on ``windows`` (a soccer-event detector family)."""
+    column = f"detections_{key}"
+
+    def spec(opts: BackfillOptions) -> ModelSpec:
+        from udfs.detections import detections_spec
+
+        return detections_spec(key, opts.profile, opts.model)
+
+    def udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
+        from udfs.detections import detections_udf
+
+        return [(column, detections_udf(key, spec, opts.model, opts.batch_size, opts.num_gpus))]
+
+    return Stage(name=column, columns=lambda: [column], spec=spec, udfs=udfs, table=WINDOWS)
+
+
+for _key in ("llava", "qwen"):
+    register_stage(_detections_stage(_key))
+
+
 def stage_for(column: str) -> Stage:
     """The stage that owns ``column`` (its stage name or one of its column names)."""
     for stage in STAGES.values():
@@ -127,25 +195,40 @@ def _check_compatible(table: Any, column: str, spec: ModelSpec, replace: bool) -
     existing = field_spec(table, column)
     if not existing and column not in table.schema.names:
         return True
-    if existing.get("vw.name") == spec.name and existing.get("vw.profile") == spec.profile:
+    wanted = spec.identity()
+    differs = {k: (existing.get(k), v) for k, v in wanted.items() if existing.get(k) != v}
+    if not differs:
         return False
     if replace:
         table.drop_columns([column])
         return True
+    detail = "; ".join(f"{k.removeprefix('vw.')}: stored {old!r}, asked {new!r}" for k, (old, new) in differs.items())
     raise BackfillError(
-        f"column {column!r} already holds output of model {existing.get('vw.name')!r} "
-        f"(profile {existing.get('vw.profile')!r}); this run asks for {spec.name!r} "
-        f"(profile {spec.profile!r}). Re-run with --replace to drop it and recompute every row."
+        f"column {column!r} holds output computed differently ({detail}). "
+        "Re-run with --replace to drop it and recompute every row."
     )
 
 
-def ensure_columns(table: Any, stage: Stage, opts: BackfillOptions, spec: ModelSpec) -> None:
-    """Register the stage's UDF columns on ``table`` (idempotent; --replace swaps models)."""
+UDF_VERSION_KEY = "vw.udf_version"
+
+
+def ensure_columns(table: Any, stage: Stage, opts: BackfillOptions, spec: ModelSpec) -> dict[str, bool]:
+    """Register the stage's UDF columns on ``table`` (idempotent; --replace swaps models).
+
+    Returns, per column, whether its UDF version is new (a new column, or stored values that
+    were computed by another version and will be recomputed).
+    """
+    changed: dict[str, bool] = {}
     for col, fn in stage.udfs(opts, spec):
+        stored = field_spec(table, col).get(UDF_VERSION_KEY)
+        fn.field_metadata = dict(fn.field_metadata or {}) | {UDF_VERSION_KEY: str(fn.version)}
         if _check_compatible(table, col, spec, opts.replace):
             table.add_columns({col: fn})
+            changed[col] = True
         else:
             table.alter_columns({"path": col, "udf": fn})
+            changed[col] = stored != str(fn.version)
+    return changed
 
 
 def _count(table: Any, where: str | None = None) -> int:
@@ -161,7 +244,16 @@ def _validate_where(table: Any, where: str | None) -> None:
         raise BackfillError(f"invalid --where {where!r}: {err}") from err
 
 
-def _where_for(column: str, opts: BackfillOptions) -> str | None:
+def missing_filter(table: Any, column: str) -> str:
+    """SQL filter of the rows of ``table`` whose ``column`` holds no value (failed or not computed).
+
+    ``col IS NULL``, unless the column's field metadata says otherwise (``vw.missing``): geneva
+    stores a failed struct cell as a struct of NULL fields, so struct columns name a field.
+    """
+    return field_spec(table, column).get("vw.missing") or f"{column} IS NULL"
+
+
+def _where_for(missing: str, opts: BackfillOptions) -> str | None:
     parts = []
     if opts.where:
         parts.append(f"({opts.where})")
@@ -172,20 +264,81 @@ def _where_for(column: str, opts: BackfillOptions) -> str | None:
         parts.append(f"('{nonce}' = '{nonce}')")
     if not parts:
         return None
-    return " AND ".join([f"{column} IS NULL", *parts])
+    return " AND ".join([f"({missing})", *parts])
 
 
-def _check_cluster(cluster: str | None) -> None:
-    if cluster not in (None, "local"):
-        raise BackfillError(f"unknown cluster {cluster!r}: only 'local' is defined")
+def _check_cluster(cluster: str | ClusterSpec | None) -> ClusterSpec:
+    """The cluster entry named ``cluster`` (``None``: the embedded local Ray) from the clusters file in force."""
+    from manifests.clusters import ClusterConfigError, get_cluster
+
+    if isinstance(cluster, ClusterSpec):
+        return cluster
+    try:
+        return get_cluster(cluster)
+    except ClusterConfigError as err:
+        raise BackfillError(str(err)) from err
+
+
+def _session_manifest(target: ClusterSpec, stage_names: list[str] | None) -> Any:
+    """The geneva manifest of a session on ``target`` running ``stage_names`` (every stage when ``None``)."""
+    from manifests.environments import ENVIRONMENTS, build_manifest, environment_for_stage
+
+    envs = list(ENVIRONMENTS.values()) if stage_names is None else [environment_for_stage(s) for s in stage_names]
+    return build_manifest(envs, install=target.environment == "manifest")
+
+
+def on_cluster(stages: list[Stage], target: ClusterSpec) -> list[Stage]:
+    """``stages`` whose UDFs carry the session manifest and the cluster's resources (unchanged on the local Ray).
+
+    The model column of a GPU stage (its first column) gets ``target.num_gpus`` GPUs unless
+    ``--num-gpus`` was given, and ``target.memory`` bytes of host memory when set.
+    """
+    if target.is_local:
+        return stages
+    from manifests.environments import environment_for_stage
+
+    manifest = _session_manifest(target, [s.name for s in stages])
+    memory = target.memory_bytes()
+
+    def placed(stage: Stage) -> Stage:
+        gpu = environment_for_stage(stage.name).gpu
+
+        def udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
+            if gpu and opts.num_gpus is None:
+                opts = replace(opts, num_gpus=target.num_gpus)
+            pairs = stage.udfs(opts, spec)
+            for col, fn in pairs:
+                if target.type == "kuberay":
+                    # geneva checks a UDF's manifest against its KubeRay context; it cannot see the
+                    # environment of a session on an existing Ray cluster, and would warn there.
+                    fn.manifest = manifest
+                if gpu and memory is not None and col == stage.columns()[0]:
+                    fn.memory = memory
+            return pairs
+
+        return replace(stage, udfs=udfs)
+
+    return [placed(s) for s in stages]
 
 
 @contextlib.contextmanager
-def ray_session(conn: Any, cluster: str | None = None) -> Iterator[None]:
-    """One Ray session for every backfill of a command (local Ray unless a cluster is named)."""
+def ray_session(
+    conn: Any, cluster: str | ClusterSpec | None = None, stage_names: list[str] | None = None
+) -> Iterator[None]:
+    """One Ray session for every backfill of a command (local Ray unless a cluster is named).
+
+    On a ``ray`` or ``kuberay`` cluster the workers run the manifest of ``stage_names``
+    (every stage environment when ``None``); manifests are never used on the local Ray.
+    """
     from geneva._context import get_current_context
 
-    _check_cluster(cluster)
+    target = _check_cluster(cluster)
+    if not target.is_local:
+        from jobs.cluster_session import cluster_session
+
+        with cluster_session(target, _session_manifest(target, stage_names)):
+            yield
+        return
     if get_current_context() is not None:
         # Already inside a Ray context (a notebook, a test session): reuse it.
         yield
@@ -218,7 +371,7 @@ def run_backfill(
     columns: list[str],
     opts: BackfillOptions,
     log: Callable[[str], None] = print,
-    cluster: str | None = None,
+    cluster: str | ClusterSpec | None = None,
 ) -> list[ColumnReport]:
     """Fill ``columns`` (in one Ray session); returns one report per column.
 
@@ -226,26 +379,28 @@ def run_backfill(
     tables, the ``where`` filter and every stage's model spec.
     """
     resolve_profile(opts.profile)  # validates the setting
-    _check_cluster(cluster)
+    target = _check_cluster(cluster)
     stages: list[Stage] = []
     for c in columns:
         s = stage_for(c)
         if s not in stages:
             stages.append(s)
+    stages = on_cluster(stages, target)
     tables: dict[str, Any] = {}
     for stage in stages:
         if stage.table not in tables:
             tables[stage.table] = open_stage_table(conn, stage)
             _validate_where(tables[stage.table], opts.where)
     specs = [stage.spec(opts) for stage in stages]
+    changed: dict[str, bool] = {}
     for stage, spec in zip(stages, specs, strict=True):
         log(f"model: {spec.label()}")
-        ensure_columns(tables[stage.table], stage, opts, spec)
+        changed |= ensure_columns(tables[stage.table], stage, opts, spec)
     reports: list[ColumnReport] = []
-    with ray_session(conn, cluster):
+    with ray_session(conn, target, [s.name for s in stages]):
         for stage, spec in zip(stages, specs, strict=True):
             for col in stage.columns():
-                reports.append(_backfill_one(tables[stage.table], col, spec, opts, log=log))
+                reports.append(_backfill_one(tables[stage.table], col, spec, opts, changed.get(col, True), log=log))
     return reports
 
 
@@ -263,20 +418,48 @@ def open_stage_table(conn: Any, stage: Stage) -> Any:
 
 def _filled(table: Any, col: str, scope: str | None, rows: int) -> int:
     table.checkout_latest()
-    return rows - _count(table, " AND ".join(filter(None, [scope, f"{col} IS NULL"])))
+    return rows - _count(table, " AND ".join(filter(None, [scope, f"({missing_filter(table, col)})"])))
+
+
+def _failed_in_scope(table: Any, col: str, scope: str | None) -> int:
+    """Missing rows of ``col`` in ``scope`` that have an error record (0 when some missing row has none)."""
+    from jobs.status import failed_rows
+
+    null = f"({missing_filter(table, col)})"
+    missing = _count(table, " AND ".join(filter(None, [scope, null])))
+    if not missing:
+        return 0
+    failed = {r["_rowaddr"] for r in failed_rows(table, col, columns=())}
+    if len(failed) < missing:
+        return 0
+    rows = table.to_lance().to_table(columns=[], with_row_address=True,
+                                     filter=" AND ".join(filter(None, [scope, null])))
+    untried = set(rows.column("_rowaddr").to_pylist()) - failed
+    return missing if not untried else 0
 
 
 def _backfill_one(
-    table: Any, col: str, spec: ModelSpec, opts: BackfillOptions, log: Callable[[str], None]
+    table: Any, col: str, spec: ModelSpec, opts: BackfillOptions, new_version: bool,
+    log: Callable[[str], None],
 ) -> ColumnReport:
     table.checkout_latest()
     scope = f"({opts.where})" if opts.where else None
     rows = _count(table, scope)
     filled_before = _filled(table, col, scope, rows)
-    log(f"backfill {col}: {rows - filled_before} of {rows} rows to compute")
+    recompute = filled_before if new_version else 0
+    failed_before = 0 if new_version or opts.retry_failed else _failed_in_scope(table, col, scope)
+    if filled_before + failed_before == rows and not recompute:
+        # Every row is computed by this version or failed before (retried only on request):
+        # no job to start (each costs several seconds).
+        note = f", {failed_before} failed before (--retry-failed retries them)" if failed_before else ""
+        log(f"backfill {col}: nothing to compute ({filled_before} of {rows} rows computed{note})")
+        return ColumnReport(column=col, model=spec.label(), rows=rows, filled_before=filled_before,
+                            filled_after=filled_before, failed=0, seconds=0.0)
+    log(f"backfill {col}: {rows - filled_before} of {rows} rows to compute"
+        + (f", {recompute} to recompute (new UDF version)" if recompute else ""))
     start = time.monotonic()
     result = table.backfill(
-        col, where=_where_for(col, opts), concurrency=opts.concurrency
+        col, where=_where_for(missing_filter(table, col), opts), concurrency=opts.concurrency
     )
     seconds = time.monotonic() - start
     filled_after = _filled(table, col, scope, rows)
@@ -292,4 +475,5 @@ def _backfill_one(
         seconds=seconds,
         job_id=job_id,
         errors=errors[:5],
+        recomputed=recompute,
     )

@@ -147,6 +147,7 @@ def export_features(
             progress(done, total)
     for entry in report.failed:
         entry.pop("time", None)
+        entry.pop("_rowaddr", None)
     atomic_write(target / FAILED_FILE, json.dumps(report.failed, indent=2, ensure_ascii=False).encode())
     index = {"column": column, "model": meta.get("vw.name"), "profile": meta.get("vw.profile"),
              "random_weights": meta.get("vw.random_weights") == "true", "fps": meta.get("vw.fps"),

@@ -1,0 +1,111 @@
+"""A separate Ray head on 127.0.0.1 for tests, started with `ray start` and stopped by process id.
+
+`ray stop` would end every Ray process of the user (including a test session's own local Ray),
+so :meth:`RayHead.stop` ends only the processes of this head: those whose command line names
+its temp dir or GCS port, and their descendants.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _processes() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process readable in /proc."""
+    out: dict[int, tuple[int, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        out[int(entry.name)] = (ppid, cmdline)
+    return out
+
+
+class RayHead:
+    """`ray start --head` with its own temp dir, ports and auth token; ``address`` is its Ray client address."""
+
+    def __init__(self, ray_bin: str, num_cpus: int = 1) -> None:
+        # Short path: Ray's Unix sockets live under the temp dir (108-byte limit).
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="vwray", dir="/tmp"))
+        self.port = free_port()
+        self.client_port = free_port()
+        while self.client_port == self.port:
+            self.client_port = free_port()
+        self.token_path = self.temp_dir / "token"
+        self.token_path.write_text(secrets.token_hex(32))
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
+        self.env.pop("RAY_ADDRESS", None)
+        self.ray_bin = ray_bin
+        self.num_cpus = num_cpus
+
+    @property
+    def address(self) -> str:
+        """The Ray client address (``ray://127.0.0.1:PORT``)."""
+        return f"ray://127.0.0.1:{self.client_port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start the head and wait until its client port accepts connections."""
+        subprocess.run(
+            [self.ray_bin, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(self.port),
+             "--ray-client-server-port", str(self.client_port), "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
+             "--temp-dir", str(self.temp_dir / "ray"), "--include-dashboard=false", "--disable-usage-stats"],
+            env=self.env, check=True, capture_output=True, timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.client_port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Ray head's client port {self.client_port} did not open") from None
+                time.sleep(0.3)
+
+    def pids(self) -> list[int]:
+        """Processes of this head: command line names its temp dir or GCS port, plus their descendants."""
+        procs = _processes()
+        marks = (str(self.temp_dir), f":{self.port} ", f"--port={self.client_port} ")
+        ours = {pid for pid, (_, cmd) in procs.items() if any(m in cmd for m in marks) and pid != os.getpid()}
+        grew = True
+        while grew:
+            children = {pid for pid, (ppid, _) in procs.items() if ppid in ours} - ours - {os.getpid()}
+            grew = bool(children)
+            ours |= children
+        return sorted(ours)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """End this head's processes (SIGTERM, then SIGKILL after ``grace`` seconds) and remove its temp dir."""
+        pids = self.pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+            time.sleep(0.2)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
