@@ -87,6 +87,7 @@ from torch.utils.data import IterableDataset
 
 from tables.names import VIDEOS
 from tables.sharding import dist_info, epoch_order, shard
+from tables.snapshot import pin_table
 from tables.video_blobs import VIDEO_BLOB_COLUMN
 
 _log = logging.getLogger(__name__)
@@ -190,7 +191,6 @@ class ClipDataset(IterableDataset):
         cache_dir: str | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
-        from tables.connection import connect, storage_options_from_env
 
         if (num_frames is None) == (clip_seconds is None):
             raise ClipDatasetError("give either num_frames (uniform) or clip_seconds with clip_fps (a window)")
@@ -204,22 +204,9 @@ class ClipDataset(IterableDataset):
             raise ClipDatasetError("prefetch, prefetch_threads and shuffle_buffer must be >= 1")
         if cache_bytes < 0:
             raise ClipDatasetError(f"cache_bytes must be >= 0, got {cache_bytes}")
-        conn = connect(db)
-        if table not in set(conn.table_names()):
-            raise ClipDatasetError(f"the warehouse at {conn.uri} has no table {table!r}")
-        lance_ds = conn.open_table(table).to_lance()
-        if version is not None:
-            lance_ds = lance_ds.checkout_version(version)
-        self.uri = lance_ds.uri
-        self.version = int(lance_ds.version)
-        self.storage_options = storage_options_from_env() or None
-        names = set(lance_ds.schema.names)
-        unknown = [c for c in columns if c not in names]
-        if unknown:
-            raise ClipDatasetError(
-                f"table {table!r} has no column(s) {', '.join(map(repr, unknown))}; "
-                f"available: {', '.join(sorted(names))}"
-            )
+        self.snapshot, lance_ds = pin_table(db, table, version, columns, ClipDatasetError)
+        self.version = self.snapshot.version
+        names = self.snapshot.names
         self.has_blob_column = VIDEO_BLOB_COLUMN in names
         if source == "blob" and not self.has_blob_column:
             raise ClipDatasetError(
@@ -240,7 +227,6 @@ class ClipDataset(IterableDataset):
         self._consumed: dict[int, int] = {}
         self.failures: list[ClipFailure] = []
         self._report_queue: Any = None
-        self._ds: Any = None
         self._cache: Any = None
         self._pid: int | None = None
 
@@ -276,7 +262,7 @@ class ClipDataset(IterableDataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state.update(_ds=None, _cache=None, _pid=None)
+        state.update(_cache=None, _pid=None)
         return state
 
     def __len__(self) -> int:
@@ -288,17 +274,13 @@ class ClipDataset(IterableDataset):
             return
         for key, value in self.env.items():
             os.environ.setdefault(key, value)
-        self._ds, self._cache, self._pid = None, None, os.getpid()
+        self._cache, self._pid = None, os.getpid()
 
     @property
     def dataset(self) -> Any:
         """The Lance dataset at the pinned version, opened once per process."""
         self._process_setup()
-        if self._ds is None:
-            import lance
-
-            self._ds = lance.dataset(self.uri, version=self.version, storage_options=self.storage_options)
-        return self._ds
+        return self.snapshot.dataset
 
     @property
     def cache(self) -> Any:

@@ -27,7 +27,6 @@ starts workers with ``forkserver`` (pass ``multiprocessing_context="spawn"`` to 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from tables.names import VIDEOS, frame_features_column, times_column
 from tables.sharding import ShardedSampler
+from tables.snapshot import pin_table
 
 _SCAN_BATCH = 8192
 
@@ -73,32 +73,15 @@ class FrameFeatureDataset:
         version: int | None = None,
         with_times: bool = True,
     ) -> None:
-        from tables.connection import connect, storage_options_from_env
-
-        conn = connect(db)
-        if table not in set(conn.table_names()):
-            raise FeatureDatasetError(f"the warehouse at {conn.uri} has no table {table!r}")
-        lance_ds = conn.open_table(table).to_lance()
-        if version is not None:
-            lance_ds = lance_ds.checkout_version(version)
-        self.uri = lance_ds.uri
-        self.version = int(lance_ds.version)
-        self.storage_options = storage_options_from_env() or None
         self.column = column or frame_features_column()
-        names = set(lance_ds.schema.names)
-        unknown = [c for c in [self.column, *columns] if c not in names]
-        if unknown:
-            raise FeatureDatasetError(
-                f"table {table!r} has no column(s) {', '.join(map(repr, unknown))}; "
-                f"available: {', '.join(sorted(names))}"
-            )
+        self.snapshot, lance_ds = pin_table(db, table, version, [self.column, *columns], FeatureDatasetError)
+        self.version = self.snapshot.version
+        names = self.snapshot.names
         times = times_column(self.column)
         self.times_column = times if with_times and times in names else None
         self.columns = [c for c in dict.fromkeys(columns) if c not in ("video_id", self.column)]
         self.where = " AND ".join(f"({p})" for p in [where, split and f"split = {_sql_str(split)}"] if p) or None
         self.positions, self.video_ids, self.missing = self._select(lance_ds)
-        self._ds: Any = None
-        self._pid: int | None = None
 
     def _select(self, lance_ds: Any) -> tuple[np.ndarray, list[str], list[str]]:
         """Row positions with a value, their ids, and the ids of selected rows without one."""
@@ -121,20 +104,10 @@ class FrameFeatureDataset:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state.update(_ds=None, _pid=None)
-        return state
-
     @property
     def dataset(self) -> Any:
         """The Lance dataset at the pinned version, opened once per process."""
-        if self._ds is None or self._pid != os.getpid():
-            import lance
-
-            self._ds = lance.dataset(self.uri, version=self.version, storage_options=self.storage_options)
-            self._pid = os.getpid()
-        return self._ds
+        return self.snapshot.dataset
 
     def __len__(self) -> int:
         return len(self.positions)

@@ -107,7 +107,7 @@ def test_dataset_pickles_without_an_open_handle(db: str) -> None:
     ds = FrameFeatureDataset(db)
     ds[0]
     clone = pickle.loads(pickle.dumps(ds))
-    assert clone._ds is None and clone[0]["video_id"] == ds[0]["video_id"]
+    assert clone.snapshot._ds is None and clone[0]["video_id"] == ds[0]["video_id"]
 
 
 def test_clear_errors(db: str) -> None:
