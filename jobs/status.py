@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from jobs.backfill import field_spec, recent_errors
+from jobs.backfill import field_spec, missing_filter, recent_errors
+from tables.indexes import index_states
 
 
 @dataclass
@@ -29,6 +30,8 @@ class TableStatus:
     version: int
     columns: list[ColumnStatus]
     running_jobs: list[str] = field(default_factory=list)
+    #: Indexes of the table: name, columns, type, indexed_rows, unindexed_rows.
+    indexes: list[dict[str, Any]] = field(default_factory=list)
 
 
 def computed_columns(table: Any) -> list[str]:
@@ -36,29 +39,48 @@ def computed_columns(table: Any) -> list[str]:
     return [name for name in table.schema.names if field_spec(table, name)]
 
 
-def _still_failed(table: Any, column: str, errors: list[Any]) -> int:
-    """Rows with an error record whose value is still NULL (at their current address)."""
-    addresses = sorted({e.row_address for e in errors if e.row_address is not None})
-    if not addresses:
-        return 0
+def _errors(table: Any, column: str) -> list[Any]:
+    try:
+        return list(table.get_errors(column_name=column))
+    except Exception:  # noqa: BLE001 - no error store yet means no errors
+        return []
+
+
+def failed_rows(table: Any, column: str, errors: list[Any] | None = None,
+                columns: tuple[str, ...] = ("video_id",)) -> list[dict[str, Any]]:
+    """Rows whose ``column`` is still NULL and has an error record (the newest one per row).
+
+    Each dict holds ``columns`` of the row, its ``_rowaddr``, ``error_type``, ``error`` (the
+    message) and ``time``. A row that failed and was later computed is not listed.
+    """
+    errors = _errors(table, column) if errors is None else errors
+    newest: dict[int, Any] = {}
+    for e in errors:
+        if e.row_address is not None and (e.row_address not in newest
+                                           or e.timestamp > newest[e.row_address].timestamp):
+            newest[e.row_address] = e
+    if not newest:
+        return []
     ds = table.to_lance()
-    hits = 0
+    wanted = [c for c in columns if c != column]
+    out: list[dict[str, Any]] = []
+    addresses = sorted(newest)
     for i in range(0, len(addresses), 1000):
         chunk = ",".join(str(a) for a in addresses[i : i + 1000])
-        got = ds.to_table(columns=[column], with_row_address=True,
-                          filter=f"_rowaddr IN ({chunk})")
-        hits += got.column(column).null_count
-    return hits
+        got = ds.to_table(columns=[*wanted, column], with_row_address=True,
+                          filter=f"_rowaddr IN ({chunk}) AND ({missing_filter(table, column)})")
+        for row in got.select([*wanted, "_rowaddr"]).to_pylist():
+            e = newest[row["_rowaddr"]]
+            out.append(row | {"error_type": e.error_type, "error": e.error_message,
+                              "time": e.timestamp.isoformat()})
+    return out
 
 
 def column_status(table: Any, column: str) -> ColumnStatus:
     """Filled / missing / failed counts and the last errors of ``column``."""
     rows = table.count_rows()
-    missing = table.count_rows(f"{column} IS NULL") if rows else 0
-    try:
-        errors = table.get_errors(column_name=column)
-    except Exception:  # noqa: BLE001 - no error store yet
-        errors = []
+    missing = table.count_rows(missing_filter(table, column)) if rows else 0
+    errors = _errors(table, column)
     meta = field_spec(table, column)
     model = f"{meta.get('vw.name', '?')} [{meta.get('vw.profile', '?')}]"
     if meta.get("vw.random_weights") == "true":
@@ -68,7 +90,7 @@ def column_status(table: Any, column: str) -> ColumnStatus:
         model=model,
         filled=rows - missing,
         missing=missing,
-        failed=_still_failed(table, column, errors),
+        failed=len(failed_rows(table, column, errors)) if missing else 0,
         last_errors=recent_errors(table, column, limit=5),
     )
 
@@ -86,6 +108,7 @@ def table_status(conn: Any, name: str) -> TableStatus:
         version=table.version,
         columns=[column_status(table, c) for c in computed_columns(table)],
         running_jobs=running,
+        indexes=index_states(table),
     )
 
 
@@ -98,3 +121,13 @@ def warehouse_status(conn: Any) -> list[TableStatus]:
 def as_dict(status: list[TableStatus]) -> list[dict[str, Any]]:
     """JSON-ready form of :func:`warehouse_status`."""
     return [asdict(s) for s in status]
+
+
+def index_lines(status: TableStatus) -> list[str]:
+    """One line per index of a table (type, columns, unindexed rows), for `vw status`."""
+    lines = []
+    for i in status.indexes:
+        behind = f", {i['unindexed_rows']} rows not indexed yet" if i["unindexed_rows"] else ""
+        lines.append(f"  index {i['name']}: {i['type']} on {', '.join(i['columns'])} "
+                     f"({i['indexed_rows']} rows indexed{behind})")
+    return lines
