@@ -181,7 +181,7 @@ def status(
     db: DbOpt = None,
 ) -> None:
     """Rows, computed columns (filled / missing / failed), last errors and version of each table."""
-    from jobs.status import as_dict, warehouse_status
+    from jobs.status import as_dict, index_lines, warehouse_status
 
     conn = _connect(db)
     tables = warehouse_status(conn)
@@ -196,6 +196,8 @@ def status(
             typer.echo(f"  {c.column}: {c.filled} filled, {c.missing} missing, {c.failed} failed  ({c.model})")
             for e in c.last_errors:
                 typer.echo(f"    {e['time']} row {e['row_address']}: {e['error_type']}: {e['message']}")
+        for line in index_lines(t):
+            typer.echo(line)
         for job in t.running_jobs:
             typer.echo(f"  job {job} is recorded as RUNNING")
 
