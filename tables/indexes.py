@@ -170,16 +170,7 @@ def measure_recall(table: Any, column: str, queries: list[np.ndarray], k: int = 
 
 def _ids(table: Any, column: str, q: np.ndarray, k: int, p: SearchParams, exact: bool) -> list[int]:
     builder = table.search([r for r in q] if np.ndim(q) == 2 else q, vector_column_name=column)
-    builder = builder.distance_type("cosine").with_row_id(True)
-    if exact:
-        builder = builder.bypass_vector_index()
-    else:
-        if p.nprobes is not None:
-            builder = builder.nprobes(p.nprobes)
-        if p.ef is not None:
-            builder = builder.ef(p.ef)
-        if p.refine_factor is not None:
-            builder = builder.refine_factor(p.refine_factor)
+    builder = p.apply(builder.distance_type("cosine").with_row_id(True), exact)
     return builder.limit(k).select(["_distance"]).to_arrow().column("_rowid").to_pylist()
 
 

@@ -52,6 +52,18 @@ class SearchParams:
     ef: int | None = None
     refine_factor: int | None = None
 
+    def apply(self, builder: Any, bypass_index: bool = False) -> Any:
+        """``builder`` (a LanceDB vector query) with these knobs, or with the index bypassed."""
+        if bypass_index:
+            return builder.bypass_vector_index()
+        if self.nprobes is not None:
+            builder = builder.nprobes(self.nprobes)
+        if self.ef is not None:
+            builder = builder.ef(self.ef)
+        if self.refine_factor is not None:
+            builder = builder.refine_factor(self.refine_factor)
+        return builder
+
     def as_dict(self) -> dict[str, int]:
         """The set parameters, for reporting."""
         return {k: v for k, v in (("nprobes", self.nprobes), ("ef", self.ef),
@@ -131,16 +143,8 @@ def ann(table: Any, column: str, query: np.ndarray, k: int, *, where: str | None
     cols = [c for c in dict.fromkeys(select) if c != "_distance"]
     if q.ndim == 1:
         return _lance_nearest(table, column, q, k, where, prefilter, cols, p, bypass_index)
-    builder = table.search([row for row in q], vector_column_name=column).distance_type("cosine")
-    if bypass_index:
-        builder = builder.bypass_vector_index()
-    else:
-        if p.nprobes is not None:
-            builder = builder.nprobes(p.nprobes)
-        if p.ef is not None:
-            builder = builder.ef(p.ef)
-        if p.refine_factor is not None:
-            builder = builder.refine_factor(p.refine_factor)
+    builder = p.apply(table.search([row for row in q], vector_column_name=column).distance_type("cosine"),
+                      bypass_index)
     if where:
         builder = builder.where(where, prefilter=prefilter)
     try:
