@@ -85,6 +85,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset
 
+from tables.filters import combine, literal
 from tables.names import VIDEOS
 from tables.sharding import dist_info, epoch_order, shard
 from tables.snapshot import pin_table
@@ -117,10 +118,6 @@ class ClipFailure:
     epoch: int
     worker: int
     seq: int
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def buffer_shuffle(items: np.ndarray, buffer_size: int, rng: np.random.Generator) -> np.ndarray:
@@ -212,7 +209,7 @@ class ClipDataset(IterableDataset):
             raise ClipDatasetError(
                 f"table {table!r} has no {VIDEO_BLOB_COLUMN!r} blob column (vw ingest --store-bytes)")
         self.columns = [c for c in dict.fromkeys(columns) if c not in ("video_id", VIDEO_BLOB_COLUMN)]
-        self.where = " AND ".join(f"({p})" for p in [where, split and f"split = {_sql_str(split)}"] if p) or None
+        self.where = combine(where, split and f"split = {literal(split)}")
         self.num_frames, self.clip_seconds, self.clip_fps = num_frames, clip_seconds, clip_fps
         self.resize_short_side, self.size, self.source = resize_short_side, size, source
         self.seed, self.shuffle, self.shuffle_buffer = seed, shuffle, shuffle_buffer

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tables.filters import combine, literal
 from tables.names import VIDEOS, frame_features_column, times_column
 from tables.sharding import ShardedSampler
 from tables.snapshot import pin_table
@@ -41,10 +42,6 @@ _SCAN_BATCH = 8192
 
 class FeatureDatasetError(ValueError):
     """The dataset cannot be built as asked (unknown table or column, bad filter)."""
-
-
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 class FrameFeatureDataset:
@@ -80,7 +77,7 @@ class FrameFeatureDataset:
         times = times_column(self.column)
         self.times_column = times if with_times and times in names else None
         self.columns = [c for c in dict.fromkeys(columns) if c not in ("video_id", self.column)]
-        self.where = " AND ".join(f"({p})" for p in [where, split and f"split = {_sql_str(split)}"] if p) or None
+        self.where = combine(where, split and f"split = {literal(split)}")
         self.positions, self.video_ids, self.missing = self._select(lance_ds)
 
     def _select(self, lance_ds: Any) -> tuple[np.ndarray, list[str], list[str]]:

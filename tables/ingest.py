@@ -80,6 +80,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tables.events import sql_quote
 from tables.schema import VIDEOS_SCHEMA
 
 #: File extensions taken as videos when walking folders and expanding globs.
@@ -588,7 +589,7 @@ def _query_in(table: Any, column: str, values: Iterable[str], columns: list[str]
     rows: list[dict] = []
     for start in range(0, len(wanted), _QUERY_CHUNK):
         chunk = wanted[start : start + _QUERY_CHUNK]
-        where = f"{column} IN ({', '.join(_sql_str(v) for v in chunk)})"
+        where = f"{column} IN ({', '.join(sql_quote(v) for v in chunk)})"
         rows.extend(dataset.to_table(columns=columns, filter=where).to_pylist())
     return rows
 
@@ -598,8 +599,6 @@ def stored_video_ids(table: Any, ids: Iterable[str]) -> set[str]:
     return {row["video_id"] for row in _query_in(table, "video_id", ids, ["video_id"])}
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 # --------------------------------------------------------------------------- probing
