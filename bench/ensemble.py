@@ -149,10 +149,10 @@ def analyse(path: str, tolerance: float) -> dict[str, Any]:
         "total_s": round(total, 2),
         "phases_s": result.timings_s,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "events": {m: len(items) for m, items in result.inputs.items()},
-        "ground_truth_events": len(result.truths),
+        "events": result.event_counts(),
+        "ground_truth_events": len(result.truth_frame),
         "categories": result.category_counts(),
-        "fused_events": len(result.fused),
+        "fused_events": len(result.fusion),
         "written": result.written,
         "overall": overall,
     }

@@ -41,7 +41,8 @@ class Detection:
     run_id: str | None = None
 
 
-def _metadata(raw: str | None, event_id: str) -> dict[str, Any]:
+def parse_metadata(raw: str | None, event_id: str) -> dict[str, Any]:
+    """The metadata JSON of event ``event_id`` as a dict (``{}`` when empty); ``ValueError`` otherwise."""
     if not raw:
         return {}
     try:
@@ -53,7 +54,8 @@ def _metadata(raw: str | None, event_id: str) -> dict[str, Any]:
     return value
 
 
-def _half(value: Any, event_id: str) -> int | None:
+def parse_half(value: Any, event_id: str) -> int | None:
+    """The ``half`` metadata value of event ``event_id`` as an int (None when absent)."""
     if value is None:
         return None
     try:
@@ -80,7 +82,7 @@ def detections_from_arrow(table: pa.Table) -> list[Detection]:
         conf = row["confidence"]
         if conf is not None and not math.isfinite(conf):
             raise ValueError(f"event {eid} ({row['model']} on {row['video_id']}): confidence is {conf}")
-        meta = _metadata(row["metadata"], eid)
+        meta = parse_metadata(row["metadata"], eid)
         game = meta.get("game")
         out.append(Detection(
             event_id=eid,
@@ -92,7 +94,7 @@ def detections_from_arrow(table: pa.Table) -> list[Detection]:
             team=row["team"],
             visible=meta.get("visibility") != NOT_SHOWN,
             game=None if game is None else str(game),
-            half=_half(meta.get("half"), eid),
+            half=parse_half(meta.get("half"), eid),
             run_id=row["run_id"],
         ))
     return out

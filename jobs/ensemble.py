@@ -25,13 +25,28 @@ soft-NMS), ``none`` keeps them all.
 
 from __future__ import annotations
 
-import bisect
+import json
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from jobs.detections import Detection
-from jobs.spotting_metrics import TIME_EPS
+from jobs.ensemble_kernels import (
+    bucket_starts,
+    first_max,
+    greedy_groups,
+    grouped_order,
+    hard_nms,
+    keyed_sha1_hex,
+    soft_nms,
+    sort_runs,
+)
+from jobs.event_frame import Column, EventFrame, Vocab, frame_from_detections, id_keys, shared_vocab
 from tables.events import event_id
 
 BOTH = "both"
@@ -40,11 +55,19 @@ SEVERAL = "several"
 DISAGREE = "disagree"
 ONLY_PREFIX = "only_"
 NMS_MODES = ("hard", "soft", "none")
+#: Category codes 0..3; ``only_<model>`` is ``len(FIXED_CATEGORIES) + model code``.
+FIXED_CATEGORIES = (BOTH, ALL, SEVERAL, DISAGREE)
+_DISAGREE = FIXED_CATEGORIES.index(DISAGREE)
 
 
 def only(model: str) -> str:
     """The category of an event that only ``model`` reported."""
     return ONLY_PREFIX + model
+
+
+def category_names(models: Sequence[str]) -> list[str]:
+    """Category names by code for an analysis of ``models``."""
+    return [*FIXED_CATEGORIES, *(only(m) for m in models)]
 
 
 @dataclass
@@ -80,50 +103,128 @@ def check_models(models: Sequence[str]) -> list[str]:
     return models
 
 
-def _confidence(d: Detection) -> float:
-    if d.confidence is None:
+def check_confidences(frame: EventFrame) -> None:
+    """Raise ``ValueError`` naming the first event of ``frame`` without a confidence."""
+    missing = np.flatnonzero(np.isnan(frame.conf))
+    if missing.size:
+        d = frame.detections(missing[:1])[0]
         raise ValueError(f"event {d.event_id} of model '{d.model}' on {d.video_id} has no confidence")
-    return d.confidence
 
 
-def _greedy(events: list[Detection], rank: Mapping[str, int], tolerance_s: float,
-            same_label: bool) -> list[list[Detection]]:
-    """Seed-based one-to-one grouping of ``events`` (one video) as described in the module docstring."""
-    per_model: dict[str, list[Detection]] = {}
-    for d in sorted(events, key=lambda d: (d.time_s, d.event_id)):
-        per_model.setdefault(d.model, []).append(d)
-    times = {m: [d.time_s for d in items] for m, items in per_model.items()}
-    taken: set[int] = set()
-    groups = []
-    for seed in sorted(events, key=lambda d: (-_confidence(d), rank[d.model], d.time_s, d.event_id)):
-        if id(seed) in taken:
-            continue
-        taken.add(id(seed))
-        group = [seed]
-        for model in sorted(per_model, key=rank.__getitem__):
-            if model == seed.model:
-                continue
-            lo = bisect.bisect_left(times[model], seed.time_s - tolerance_s - TIME_EPS)
-            hi = bisect.bisect_right(times[model], seed.time_s + tolerance_s + TIME_EPS)
-            candidates = [d for d in per_model[model][lo:hi]
-                          if id(d) not in taken and (d.label == seed.label) == same_label]
-            if candidates:
-                best = min(candidates, key=lambda d: (-_confidence(d), abs(d.time_s - seed.time_s), d.time_s,
-                                                      d.event_id))
-                taken.add(id(best))
-                group.append(best)
-        groups.append(sorted(group, key=lambda d: rank[d.model]))
-    return groups
+@dataclass
+class Matching:
+    """The groups of one analysis as columns.
+
+    ``group[i]`` is the group of input event ``i``; groups are numbered in order of video,
+    earliest member time, label and first member. ``members`` lists the events sorted by group
+    and model rank, group ``g`` spanning ``members[starts[g]:starts[g + 1]]``.
+    """
+
+    frame: EventFrame
+    group: np.ndarray
+    category: np.ndarray  # per group: a code into category_names(frame.models)
+    members: np.ndarray
+    starts: np.ndarray
+
+    @property
+    def n_groups(self) -> int:
+        """The number of groups."""
+        return len(self.starts) - 1
+
+    @property
+    def sizes(self) -> np.ndarray:
+        """Members per group."""
+        return np.diff(self.starts)
+
+    def event_category(self) -> np.ndarray:
+        """The category code of every input event."""
+        return self.category[self.group]
+
+    def category_counts(self) -> dict[str, int]:
+        """Input events per category (categories without events left out)."""
+        names = category_names(self.frame.models)
+        counts = np.bincount(self.event_category(), minlength=len(names))
+        return {names[c]: int(n) for c, n in sorted(enumerate(counts.tolist()), key=lambda x: names[x[0]]) if n}
+
+    def groups(self, which: np.ndarray | None = None) -> list[Group]:
+        """Groups (all, or the group numbers ``which``) as :class:`Group` records."""
+        names = category_names(self.frame.models)
+        which = np.arange(self.n_groups) if which is None else np.asarray(which, dtype=np.int64)
+        spans = [(int(self.starts[g]), int(self.starts[g + 1])) for g in which.tolist()]
+        idx = np.concatenate([self.members[s:e] for s, e in spans]) if spans else np.zeros(0, np.int64)
+        records = iter(self.frame.detections(idx))
+        out = []
+        for g, (s, e) in zip(which.tolist(), spans, strict=True):
+            members = [next(records) for _ in range(e - s)]
+            out.append(Group(g, members[0].video_id, members, names[self.category[g]]))
+        return out
 
 
-def _category(n_models_in_group: int, n_models: int, lone_model: str) -> str:
-    if n_models_in_group == 1:
-        return only(lone_model)
-    if n_models_in_group == n_models and n_models > 2:
-        return ALL
-    if n_models_in_group == 2:
-        return BOTH
-    return SEVERAL
+def _grouping(frame: EventFrame, idx: np.ndarray, bucket: np.ndarray, n_buckets: int, tolerance_s: float,
+              same_label: bool) -> np.ndarray:
+    """The seed (a position into the frame) of each event of ``idx`` after one greedy pass."""
+    n_models = len(frame.models)
+    model, time, conf, key = frame.model[idx], frame.time[idx], frame.conf[idx], frame.key[idx]
+    zeros = np.zeros(len(idx))
+    by_time, starts = grouped_order(bucket * n_models + model, n_buckets * n_models, time, zeros, key)
+    bucket_start = starts[::n_models]
+    by_seed = by_time.copy()
+    sort_runs(by_seed, bucket_start, -conf, zeros, np.zeros(len(idx), np.uint64))
+    seeds = greedy_groups(by_time, by_seed, bucket_start, model, n_models, time, conf, frame.label[idx], key,
+                          float(tolerance_s), same_label)
+    return idx[seeds]
+
+
+def match_frame(frame: EventFrame, tolerance_s: float) -> Matching:
+    """Group the events of ``frame`` across its models (see the module docstring)."""
+    models = check_models(frame.models)
+    if not (math.isfinite(tolerance_s) and tolerance_s >= 0):
+        raise ValueError(f"tolerance must be a number of seconds >= 0, got {tolerance_s!r}")
+    check_confidences(frame)
+    n = len(frame)
+    n_labels = max(len(frame.vocab.labels), 1)
+    n_videos = max(len(frame.vocab.videos), 1)
+    everything = np.arange(n, dtype=np.int64)
+    per_label = frame.video.astype(np.int64) * n_labels + frame.label
+    seed = _grouping(frame, everything, per_label, n_videos * n_labels, tolerance_s, same_label=True)
+    size = np.bincount(seed, minlength=n)[seed] if n else np.zeros(0, np.int64)
+    lone = np.flatnonzero(size == 1)
+    if lone.size:
+        seed[lone] = _grouping(frame, lone, frame.video[lone].astype(np.int64), n_videos, tolerance_s,
+                               same_label=False)
+    size = np.bincount(seed, minlength=n)[seed] if n else np.zeros(0, np.int64)
+    was_lone = np.zeros(n, dtype=bool)
+    was_lone[lone] = True
+    category = np.where(size == 1, len(FIXED_CATEGORIES) + frame.model, 0)
+    category = np.where(was_lone & (size > 1), _DISAGREE, category)
+    agreed = ~was_lone & (size > 1)
+    all_models = len(models) > 2
+    category = np.where(agreed & (size == len(models)) & all_models, FIXED_CATEGORIES.index(ALL), category)
+    category = np.where(agreed & (size == 2), FIXED_CATEGORIES.index(BOTH), category)
+    category = np.where(agreed & (size > 2) & ~((size == len(models)) & all_models),
+                        FIXED_CATEGORIES.index(SEVERAL), category)
+    # members of each seed's group in model order
+    model_f = frame.model.astype(np.float64)
+    by_seed, seed_starts = grouped_order(seed, n, model_f, np.zeros(n), np.zeros(n, np.uint64))
+    sizes = np.diff(seed_starts)
+    heads = seed_starts[:-1][sizes > 0]
+    sizes = sizes[sizes > 0]
+    first = by_seed[heads]
+    earliest = np.minimum.reduceat(frame.time[by_seed], heads) if n else np.zeros(0)
+    # number the groups: by video, earliest member time, the first member's label and id
+    rank, _ = grouped_order(frame.video[first].astype(np.int64), n_videos, earliest,
+                            frame.label[first].astype(np.float64), frame.key[first])
+    members = by_seed[_spread(heads[rank], sizes[rank])]
+    group = np.empty(n, dtype=np.int64)
+    group[members] = np.repeat(np.arange(len(rank)), sizes[rank])
+    starts = np.concatenate([[0], np.cumsum(sizes[rank])]).astype(np.int64)
+    return Matching(frame, group, category[first][rank].astype(np.int64), members, starts)
+
+
+def _spread(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + k) for s, k in zip(starts, sizes)])`` without the loop."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    return np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
 
 
 def match_models(detections: Iterable[Detection], models: Sequence[str], tolerance_s: float) -> list[Group]:
@@ -135,27 +236,8 @@ def match_models(detections: Iterable[Detection], models: Sequence[str], toleran
     models = check_models(models)
     if not (math.isfinite(tolerance_s) and tolerance_s >= 0):
         raise ValueError(f"tolerance must be a number of seconds >= 0, got {tolerance_s!r}")
-    rank = {m: i for i, m in enumerate(models)}
-    per_video: dict[str, list[Detection]] = {}
-    for d in detections:
-        if d.model in rank:
-            per_video.setdefault(d.video_id, []).append(d)
-    raw: list[tuple[str, list[Detection], str]] = []
-    for video, events in per_video.items():
-        per_label: dict[str, list[Detection]] = {}
-        for d in events:
-            per_label.setdefault(d.label, []).append(d)
-        lone: list[Detection] = []
-        for items in per_label.values():
-            for group in _greedy(items, rank, tolerance_s, same_label=True):
-                if len(group) == 1:
-                    lone.extend(group)
-                else:
-                    raw.append((video, group, _category(len(group), len(models), group[0].model)))
-        for group in _greedy(lone, rank, tolerance_s, same_label=False):
-            raw.append((video, group, DISAGREE if len(group) > 1 else only(group[0].model)))
-    raw.sort(key=lambda g: (g[0], min(d.time_s for d in g[1]), g[1][0].label, g[1][0].event_id))
-    return [Group(i, video, members, category) for i, (video, members, category) in enumerate(raw)]
+    chosen = [d for d in detections if d.model in set(models)]
+    return match_frame(frame_from_detections(chosen, models), tolerance_s).groups()
 
 
 # ---------------------------------------------------------------- fusion
@@ -219,60 +301,227 @@ class FusedEvent:
                          run_id=run_id)
 
 
+@dataclass
+class Fused:
+    """The ensemble model's events as columns, with the input events each was fused from.
+
+    ``sources[source_starts[i]:source_starts[i + 1]]`` are the input events (positions in
+    ``inputs``, in model order) of fused event ``i``. Events are in order of video, time, label.
+    """
+
+    inputs: EventFrame
+    video: np.ndarray
+    label: np.ndarray
+    time: np.ndarray
+    conf: np.ndarray
+    team: pa.Array
+    category: np.ndarray  # codes into category_names(inputs.models)
+    sources: np.ndarray
+    source_starts: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.time)
+
+    def frame(self, model: str, run_id: str | None) -> EventFrame:
+        """The fused events as a frame of ``model`` (event ids as ``events`` keys them)."""
+        ids = fused_event_ids(self, model, run_id)
+        n = len(self)
+        return EventFrame(self.inputs.vocab, (model,), self.video.copy(), self.label.copy(),
+                          np.zeros(n, dtype=np.int32), self.time.copy(), self.conf.copy(),
+                          id_keys(ids), np.ones(n, dtype=bool), Column(ids), Column(self.team),
+                          Column(pa.array([run_id] * n, pa.string())))
+
+    def events(self, which: np.ndarray | None = None) -> list[FusedEvent]:
+        """Fused events (all, or those at ``which``) as :class:`FusedEvent` records."""
+        names = category_names(self.inputs.models)
+        which = np.arange(len(self)) if which is None else np.asarray(which, dtype=np.int64)
+        teams = self.team.take(pa.array(which, pa.int64())).to_pylist()
+        out = []
+        for j, i in enumerate(which.tolist()):
+            src = self.sources[self.source_starts[i]:self.source_starts[i + 1]]
+            out.append(FusedEvent(self.inputs.vocab.videos[self.video[i]], self.inputs.vocab.labels[self.label[i]],
+                                  float(self.time[i]), float(self.conf[i]), teams[j], self.inputs.detections(src),
+                                  names[self.category[i]]))
+        return out
+
+
+def round_ms(times: np.ndarray) -> np.ndarray:
+    """``round(t, 3)`` of every time, exactly as Python rounds (NumPy's rounding differs on ties)."""
+    out = np.round(times, 3)
+    scaled = times * 1000
+    near_tie = np.flatnonzero(np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6)
+    for i in near_tie.tolist():
+        out[i] = round(float(times[i]), 3)
+    return out
+
+
+def _byte_runs(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    encoded = [t.encode() for t in texts]
+    data = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
+    return data, np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
+
+
+def fused_event_ids(fused: Fused, model: str, run_id: str | None) -> pa.Array:
+    """:func:`tables.events.event_id` of every fused event (the same hash, computed in bulk)."""
+    vocab = fused.inputs.vocab
+    n = len(fused)
+    if n == 0:
+        return pa.array([], pa.string())
+    if float(fused.time.max()) >= 1e12:  # beyond the compiled time formatting
+        teams = fused.team.to_pylist()
+        return pa.array([event_id(vocab.videos[v], model, run_id, t, vocab.labels[lab], team) for v, lab, t, team
+                         in zip(fused.video.tolist(), fused.label.tolist(), fused.time.tolist(), teams, strict=True)],
+                        pa.string())
+    head_data, head_starts = _byte_runs([json.dumps([v, model, run_id or ""])[:-1] + ", " for v in vocab.videos])
+    team_code = _team_codes(fused.team)
+    team_names = pc.dictionary_encode(fused.team).dictionary.to_pylist()
+    width = len(team_names) + 1
+    tail = fused.label.astype(np.int64) * width + team_code + 1
+    tail_data, tail_starts = _byte_runs([", " + json.dumps(label) + ", " + json.dumps(team or "") + "]"
+                                         for label in vocab.labels for team in [None, *team_names]])
+    millis = np.rint(fused.time * 1000).astype(np.int64)
+    digits = keyed_sha1_hex(head_data, head_starts, fused.video.astype(np.int64), millis, tail_data, tail_starts,
+                            tail, 20)
+    offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * 20).tobytes())
+    return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(digits.tobytes()))
+
+
+def _units(matching: Matching) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate units: agreement groups whole, disagreeing groups one per member.
+
+    Returns (events sorted by unit and model, unit starts)."""
+    order = matching.members
+    boundary = matching.event_category()[order] == _DISAGREE
+    boundary = np.concatenate([boundary, [True]])
+    boundary[matching.starts] = True
+    return order, np.flatnonzero(boundary).astype(np.int64)
+
+
+def fuse_matching(matching: Matching, options: FusionOptions) -> Fused:
+    """The ensemble model's events from a :class:`Matching` (see :func:`fuse`)."""
+    frame = matching.frame
+    models = check_models(frame.models)
+    options.check(models)
+    weight = np.array([options.weight(m) for m in models], dtype=np.float64)
+    total = float(weight.sum())
+    order, starts = _units(matching)
+    heads = starts[:-1]
+    n_units = len(heads)
+    if n_units == 0:
+        empty = np.zeros(0, np.int64)
+        return Fused(frame, empty.astype(np.int32), empty.astype(np.int32), np.zeros(0), np.zeros(0),
+                     pa.array([], pa.string()), empty, empty, np.zeros(1, np.int64))
+    w = weight[frame.model[order]]
+    c = frame.conf[order]
+    t = frame.time[order]
+    mass = np.add.reduceat(w * c, heads)
+    conf = mass / total
+    sizes = np.diff(starts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        time_s = np.where(mass > 0, np.add.reduceat(w * c * t, heads) / mass, np.add.reduceat(t, heads) / sizes)
+    time_s = round_ms(time_s)
+    lead = first_max(order, starts, frame.conf)
+    first = order[heads]
+    video, label = frame.video[first], frame.label[first]
+    category = matching.event_category()[first]
+    team = frame.team.take(pa.array(lead, pa.int64()))
+    # per-class NMS over time on each video, strongest first
+    n_labels = max(len(frame.vocab.labels), 1)
+    n_videos = max(len(frame.vocab.videos), 1)
+    bucket = video.astype(np.int64) * n_labels + label
+    nms_order, nms_starts = grouped_order(bucket, n_videos * n_labels, -conf, time_s, np.zeros(n_units, np.uint64))
+    if options.nms == "hard":
+        keep = hard_nms(nms_order, nms_starts, time_s, float(options.window_s))
+    else:
+        keep = np.ones(n_units, dtype=bool)
+        if options.nms == "soft":
+            conf = soft_nms(nms_order, nms_starts, time_s, conf, float(options.window_s), float(options.soft_sigma))
+    keep &= conf >= options.min_confidence
+    kept = np.flatnonzero(keep)
+    if options.nms != "hard":
+        kept = _strongest_per_id(kept, bucket, time_s, _team_codes(team), conf, n_videos * n_labels)
+    final = kept[grouped_order(video[kept].astype(np.int64), n_videos, time_s[kept], label[kept].astype(np.float64),
+                               np.zeros(len(kept), np.uint64))[0]]
+    src_sizes = sizes[final]
+    src_starts = np.concatenate([[0], np.cumsum(src_sizes)]).astype(np.int64)
+    src = order[_spread(starts[final], src_sizes)]
+    return Fused(frame, video[final], label[final], time_s[final], conf[final],
+                 team.take(pa.array(final, pa.int64())), category[final], src, src_starts)
+
+
+def _strongest_per_id(kept: np.ndarray, bucket: np.ndarray, time_s: np.ndarray, team: np.ndarray, conf: np.ndarray,
+                      n_buckets: int) -> np.ndarray:
+    """Of candidates that would share one event id (video, label, millisecond, team), the strongest.
+
+    Hard NMS never keeps two such candidates; soft or no NMS can."""
+    order, _ = grouped_order(bucket[kept], n_buckets, time_s[kept], team[kept].astype(np.float64),
+                             np.zeros(len(kept), np.uint64))
+    ordered = kept[order]
+    if len(ordered) < 2:
+        return ordered
+    same = ((bucket[ordered][1:] == bucket[ordered][:-1]) & (time_s[ordered][1:] == time_s[ordered][:-1])
+            & (team[ordered][1:] == team[ordered][:-1]))
+    starts = np.concatenate([[0], np.flatnonzero(~same) + 1, [len(ordered)]]).astype(np.int64)
+    return first_max(ordered, starts, conf)
+
+
+def _team_codes(team: pa.Array) -> np.ndarray:
+    """Integer codes of team names (null is -1)."""
+    encoded = pc.dictionary_encode(team)
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    return np.where(pc.is_valid(team).to_numpy(zero_copy_only=False), codes, -1).astype(np.int64) \
+        if len(team) else np.zeros(0, np.int64)
+
+
+def _matching_of(groups: Sequence[Group], models: Sequence[str]) -> Matching:
+    """A :class:`Matching` holding ``groups`` as they are."""
+    members = [d for g in groups for d in g.members]
+    frame = frame_from_detections(members, models, shared_vocab(members))
+    sizes = [len(g.members) for g in groups]
+    group = np.repeat(np.arange(len(groups), dtype=np.int64), sizes)
+    names = category_names(models)
+    category = np.array([names.index(g.category) for g in groups], dtype=np.int64)
+    order = np.lexsort((frame.model, group))
+    return Matching(frame, group, category, order, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+
+
 def fuse_group(members: Sequence[Detection], models: Sequence[str], options: FusionOptions,
                category: str = "") -> FusedEvent:
     """The weighted-mean candidate of one agreement group (members share one label)."""
-    weights = {m: options.weight(m) for m in models}
-    return _fuse_members(members, weights, sum(weights.values()), {m: i for i, m in enumerate(models)}, category)
-
-
-def _fuse_members(members: Sequence[Detection], weights: Mapping[str, float], total_weight: float,
-                  order: Mapping[str, int], category: str) -> FusedEvent:
     labels = {d.label for d in members}
     if len(labels) != 1:
         raise ValueError(f"a fused group needs one label, got {sorted(labels)}")
-    conf = sum(weights[d.model] * _confidence(d) for d in members) / total_weight
-    mass = sum(weights[d.model] * _confidence(d) for d in members)
-    if mass > 0:
-        time_s = sum(weights[d.model] * _confidence(d) * d.time_s for d in members) / mass
-    else:
-        time_s = sum(d.time_s for d in members) / len(members)
-    lead = max(members, key=lambda d: (_confidence(d), -order[d.model]))
-    return FusedEvent(members[0].video_id, labels.pop(), round(time_s, 3), conf, lead.team, list(members), category)
+    models = check_models(models)
+    group = Group(0, members[0].video_id, list(members), category or (BOTH if len(members) > 1
+                                                                        else only(members[0].model)))
+    fused = fuse_matching(_matching_of([group], models), FusionOptions(
+        options.name, options.weights, "none", options.window_s, options.soft_sigma, -sys.float_info.max)).events()
+    fused[0].category = category
+    return fused[0]
 
 
 def suppress(events: Sequence[FusedEvent], mode: str, window_s: float, sigma: float = 0.5) -> list[FusedEvent]:
     """Per-class non-maximum suppression over time on each video (``hard``, ``soft`` or ``none``)."""
     if mode not in NMS_MODES:
         raise ValueError(f"nms must be one of {NMS_MODES}, got {mode!r}")
-    if mode == "none":
-        return list(events)
-    buckets: dict[tuple[str, str], list[FusedEvent]] = {}
-    for e in events:
-        buckets.setdefault((e.video_id, e.label), []).append(e)
-    kept: list[FusedEvent] = []
-    for items in buckets.values():
-        # strongest first (ties: the earlier event), as repeatedly taking the maximum would
-        order = sorted(items, key=lambda e: (-e.confidence, e.time_s))
-        if mode == "hard":
-            kept_times: list[float] = []
-            for e in order:
-                i = bisect.bisect_left(kept_times, e.time_s - window_s - TIME_EPS)
-                if i < len(kept_times) and kept_times[i] <= e.time_s + window_s + TIME_EPS:
-                    continue  # within the window of a stronger kept event
-                bisect.insort(kept_times, e.time_s)
-                kept.append(FusedEvent(e.video_id, e.label, e.time_s, e.confidence, e.team, e.sources, e.category))
-            continue
-        remaining = [FusedEvent(e.video_id, e.label, e.time_s, e.confidence, e.team, e.sources, e.category)
-                     for e in order]
-        while remaining:
-            top = max(remaining, key=lambda e: (e.confidence, -e.time_s))
-            remaining.remove(top)
-            kept.append(top)
-            for e in remaining:
-                overlap = max(0.0, 1.0 - abs(e.time_s - top.time_s) / window_s)
-                e.confidence *= math.exp(-(overlap ** 2) / sigma)
-    return kept
+    if mode == "none" or not events:
+        return [FusedEvent(e.video_id, e.label, e.time_s, e.confidence, e.team, e.sources, e.category)
+                for e in events]
+    vocab = Vocab(tuple(sorted({e.video_id for e in events})), tuple(sorted({e.label for e in events})))
+    video = np.searchsorted(np.array(vocab.videos, dtype=object), [e.video_id for e in events])
+    label = np.searchsorted(np.array(vocab.labels, dtype=object), [e.label for e in events])
+    time_s = np.array([e.time_s for e in events], dtype=np.float64)
+    conf = np.array([e.confidence for e in events], dtype=np.float64)
+    bucket = video.astype(np.int64) * len(vocab.labels) + label
+    order = np.lexsort((time_s, -conf, bucket))
+    starts = bucket_starts(bucket[order])
+    if mode == "hard":
+        keep = hard_nms(order, starts, time_s, float(window_s))
+    else:
+        conf = soft_nms(order, starts, time_s, conf, float(window_s), float(sigma))
+        keep = np.ones(len(events), dtype=bool)
+    return [FusedEvent(e.video_id, e.label, e.time_s, float(conf[i]), e.team, e.sources, e.category)
+            for i, e in ((int(i), events[int(i)]) for i in order) if keep[i]]
 
 
 def fuse(groups: Sequence[Group], models: Sequence[str], options: FusionOptions) -> list[FusedEvent]:
@@ -284,19 +533,4 @@ def fuse(groups: Sequence[Group], models: Sequence[str], options: FusionOptions)
     """
     models = check_models(models)
     options.check(models)
-    weights = {m: options.weight(m) for m in models}
-    total = sum(weights.values())
-    order = {m: i for i, m in enumerate(models)}
-    candidates = []
-    for g in groups:
-        if g.category == DISAGREE:
-            candidates.extend(_fuse_members([d], weights, total, order, DISAGREE) for d in g.members)
-        else:
-            candidates.append(_fuse_members(g.members, weights, total, order, g.category))
-    kept = suppress(candidates, options.nms, options.window_s, options.soft_sigma)
-    kept = [e for e in kept if e.confidence >= options.min_confidence]
-    # Two candidates of a label at the same millisecond would share one event id: keep the stronger.
-    unique: dict[tuple[str, str, float, str | None], FusedEvent] = {}
-    for e in sorted(kept, key=lambda e: -e.confidence):
-        unique.setdefault((e.video_id, e.label, e.time_s, e.team), e)
-    return sorted(unique.values(), key=lambda e: (e.video_id, e.time_s, e.label))
+    return fuse_matching(_matching_of(groups, models), options).events()

@@ -51,13 +51,13 @@ def _by_model_label(rows: Sequence[MetricRow]) -> dict[tuple[str, str], MetricRo
 def format_summary(result: EnsembleResult) -> str:
     """Run id, inputs, cross-model categories and fused events as a few lines of text."""
     opts = result.options
-    videos = sorted({d.video_id for items in result.inputs.values() for d in items})
+    videos = result.input_videos()
     lines = [
         f"run {result.run_id}: models {', '.join(opts.models)} -> '{opts.name}', tolerance {opts.tolerance_s:g} s, "
         f"{len(videos)} videos with predictions, {len(result.scored_videos)} with ground truth",
-        "events: " + ", ".join(f"{m} {len(items)}" for m, items in result.inputs.items()),
+        "events: " + ", ".join(f"{m} {n}" for m, n in result.event_counts().items()),
         "categories: " + (", ".join(f"{k} {v}" for k, v in result.category_counts().items()) or "none"),
-        f"fused: {len(result.fused)} events of '{opts.name}' (nms {opts.fusion().nms}, "
+        f"fused: {len(result.fusion)} events of '{opts.name}' (nms {opts.fusion().nms}, "
         f"window {opts.fusion().window_s:g} s)",
     ]
     lines.extend(f"note: {n}" for n in result.notes)
@@ -109,17 +109,12 @@ def summary(result: EnsembleResult, files: Sequence[str] = ()) -> dict[str, Any]
     return {
         "run_id": result.run_id,
         "params": result.options.params(),
-        "videos": {"with_predictions": len({d.video_id for items in result.inputs.values() for d in items}),
-                   "scored": len(result.scored_videos)},
-        "events": {m: len(items) for m, items in result.inputs.items()},
-        "ground_truth_events": len(result.truths),
+        "videos": {"with_predictions": len(result.input_videos()), "scored": len(result.scored_videos)},
+        "events": result.event_counts(),
+        "ground_truth_events": len(result.truth_frame),
         "categories": result.category_counts(),
-        "disagreements": [
-            {"video_id": g.video_id, "events": [{"model": d.model, "label": d.label, "time_s": d.time_s,
-                                                 "confidence": d.confidence} for d in g.members]}
-            for g in result.groups if g.category == DISAGREE
-        ],
-        "fused_events": len(result.fused),
+        "disagreements": len(result.disagreement_groups()),
+        "fused_events": len(result.fusion),
         "outside_class_list": result.outside_classes,
         "unscored_videos": list(result.unscored_videos),
         "timings_s": dict(result.timings_s),
@@ -202,29 +197,25 @@ def _timeline(path: Path, result: EnsembleResult, video_id: str) -> None:
     opts = result.options
     rows = [opts.ground_truth, *opts.models, opts.name]
     level = {name: len(rows) - 1 - i for i, name in enumerate(rows)}
-    events = {opts.ground_truth: [g for g in result.truths if g.video_id == video_id],
-              opts.name: [d for d in result.fused_detections if d.video_id == video_id]}
-    for m in opts.models:
-        events[m] = [d for d in result.inputs[m] if d.video_id == video_id]
+    view = result.video_events(video_id)
+    events = view.events
     labels = sorted({d.label for items in events.values() for d in items})
     cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
     colour = {label: cmap(i % cmap.N) for i, label in enumerate(labels)}
 
     fig, ax = plt.subplots(figsize=(14, 1.2 + 0.8 * len(rows)))
-    for g in result.groups:
-        if g.video_id != video_id or len(g.members) < 2:
-            continue
+    for g in view.groups:
         style = {"color": "red", "linestyle": "--"} if g.category == DISAGREE else {"color": "grey"}
         ax.plot([d.time_s for d in g.members], [level[d.model] for d in g.members], linewidth=0.8, alpha=0.7,
                 **style)
     true_positives = set()
-    for model, score in result.scores.items():
-        for p, g in score.match.pairs:
-            if p.video_id == video_id:
-                true_positives.add(p.event_id)
-                ax.plot([p.time_s, g.time_s], [level[model], level[opts.ground_truth]], color="green",
-                        linewidth=0.5, alpha=0.4)
+    for model, pairs in view.pairs.items():
+        for p, g in pairs:
+            true_positives.add(p.event_id)
+            ax.plot([p.time_s, g.time_s], [level[model], level[opts.ground_truth]], color="green",
+                    linewidth=0.5, alpha=0.4)
     scored_video = bool(result.scores) and video_id in set(result.scored_videos)
+    points: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for name, items in events.items():
         for d in items:
             scored = name != opts.ground_truth and scored_video
@@ -232,8 +223,14 @@ def _timeline(path: Path, result: EnsembleResult, video_id: str) -> None:
             if name == opts.ground_truth:
                 marker = "o" if d.visible else "s"
             alpha = 1.0 if d.confidence is None else max(0.25, min(1.0, d.confidence))
-            ax.scatter([d.time_s], [level[name]], color=colour[d.label], marker=marker, s=40, alpha=alpha,
-                       facecolors="none" if marker == "s" else None)
+            points.setdefault((name, d.label, marker), []).append((d.time_s, alpha))
+    for (name, label, marker), items in points.items():
+        rgba = [(*colour[label][:3], alpha) for _, alpha in items]
+        xs, ys = [t for t, _ in items], [level[name]] * len(items)
+        if marker == "s":  # hollow squares: ground truth that was not shown
+            ax.scatter(xs, ys, marker=marker, s=40, facecolors="none", edgecolors=rgba)
+        else:
+            ax.scatter(xs, ys, c=rgba, marker=marker, s=40)
     handles = [plt.Line2D([], [], color=colour[label], marker="o", linestyle="", label=label) for label in labels]
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
@@ -256,7 +253,7 @@ def _timeline(path: Path, result: EnsembleResult, video_id: str) -> None:
 
 def timeline_videos(result: EnsembleResult) -> list[str]:
     """The videos a timeline is drawn for: every video with predictions or ground truth, in id order."""
-    return sorted({d.video_id for items in result.inputs.values() for d in items} | set(result.scored_videos))
+    return sorted(set(result.input_videos()) | set(result.scored_videos))
 
 
 def write_report(result: EnsembleResult, out_dir: str | Path, max_timelines: int | None = None) -> list[Path]:
@@ -315,13 +312,22 @@ def top_disagreements(result: EnsembleResult, limit: int = 20) -> list[dict[str,
 
     Each entry has the video, the time span to look at (``start_s`` .. ``end_s``) and the events.
     """
-    groups = [g for g in result.groups if g.category == DISAGREE]
-    groups.sort(key=lambda g: (-min(d.confidence or 0.0 for d in g.members),
-                               -max(d.confidence or 0.0 for d in g.members), g.video_id, g.group_id))
+    import numpy as np
+
+    matching = result.matching
+    which = result.disagreement_groups()
+    if which.size == 0:
+        return []
+    conf = matching.frame.conf[matching.members]
+    lowest = np.minimum.reduceat(conf, matching.starts[:-1])[which]
+    highest = np.maximum.reduceat(conf, matching.starts[:-1])[which]
+    video = matching.frame.video[matching.members[matching.starts[:-1]]][which]
+    top = which[np.lexsort((which, video, -highest, -lowest))[:limit]]
+    groups = matching.groups(top)
     return [{"video_id": g.video_id, "start_s": min(d.time_s for d in g.members),
              "end_s": max(d.time_s for d in g.members),
              "events": [{"model": d.model, "label": d.label, "time_s": d.time_s, "confidence": d.confidence}
-                        for d in g.members]} for g in groups[:limit]]
+                        for d in g.members]} for g in groups]
 
 
 def _cell(value: float | None) -> str:
@@ -367,7 +373,7 @@ def markdown_report(result: EnsembleResult, pictures: dict[str, list[str]], disa
     lines += [f"![{p}]({p})" for p in drawn]
     lines += ["", "## Top disagreements", ""]
     top = top_disagreements(result, disagreements)
-    n_all = sum(1 for g in result.groups if g.category == DISAGREE)
+    n_all = len(result.disagreement_groups())
     if top:
         lines += [f"{len(top)} of {n_all} disagreements, both sides confident first; times are within the half.", "",
                   "| video | look at | events |", "|---|---|---|"]

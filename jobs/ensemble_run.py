@@ -16,38 +16,47 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import time
-from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.detections import DETECTION_COLUMNS, Detection, detections_from_arrow
-from jobs.ensemble import FusedEvent, FusionOptions, Group, check_models, fuse, match_models
+from jobs.detections import DETECTION_COLUMNS, Detection
+from jobs.ensemble import (
+    DISAGREE,
+    FIXED_CATEGORIES,
+    Fused,
+    FusedEvent,
+    FusionOptions,
+    Group,
+    Matching,
+    check_models,
+    fuse_matching,
+    match_frame,
+)
+from jobs.ensemble_rows import fused_event_rows, model_match_rows, truth_match_rows
+from jobs.event_frame import EventFrame, frame_from_arrow
 from jobs.spotting_metrics import (
     LOOSE_DELTAS_S,
     SOCCERNET_V2_CLASSES,
     TIGHT_DELTAS_S,
     AverageMAP,
     Counts,
+    TruthClaims,
     TruthMatch,
-    average_map,
-    counts_per_label,
-    match_to_truth,
+    average_maps,
+    claim_truths,
 )
-from tables.ensemble_results import (
-    OVERALL,
-    SCOPE_GROUND_TRUTH,
-    SCOPE_MODELS,
-    MatchRow,
-    MetricRow,
-    write_matches,
-    write_metrics,
-)
-from tables.events import GROUND_TRUTH, Event, open_events, scope_filter, write_events
+from tables.ensemble_results import MATCHES_SCHEMA, OVERALL, MetricRow, write_matches, write_metrics
+from tables.events import GROUND_TRUTH, open_events, replace_events, scope_filter
 
 
 @dataclass
@@ -115,26 +124,40 @@ class ModelScore:
     """The scores of one model (or the ensemble) against the ground truth."""
 
     model: str
-    match: TruthMatch
+    claims: TruthClaims
     per_label: dict[str, Counts]
     tight: AverageMAP
     loose: AverageMAP
 
+    @cached_property
+    def match(self) -> TruthMatch:
+        """The matching to the ground truth as :class:`Detection` records."""
+        return self.claims.match()
+
+
+@dataclass
+class VideoEvents:
+    """What one video's picture shows: events per row name, cross-model groups, true positives."""
+
+    events: dict[str, list[Detection]]
+    groups: list[Group]
+    pairs: dict[str, list[tuple[Detection, Detection]]]  # per model: (prediction, ground truth)
+
 
 @dataclass
 class EnsembleResult:
-    """What one run read, computed and wrote."""
+    """What one run read, computed and wrote (as columns; records on demand)."""
 
     run_id: str
     options: EnsembleOptions
-    inputs: dict[str, list[Detection]]
-    truths: list[Detection]
-    groups: list[Group]
-    fused: list[FusedEvent]
-    fused_detections: list[Detection]
+    input_frame: EventFrame  # events of the input models (model codes in options.models order)
+    truth_frame: EventFrame
+    matching: Matching
+    fusion: Fused
+    fused_frame: EventFrame  # the ensemble model's events with their event ids
     scores: dict[str, ModelScore] = field(default_factory=dict)
     metrics: list[MetricRow] = field(default_factory=list)
-    match_rows: list[MatchRow] = field(default_factory=list)
+    matches: pa.Table = field(default_factory=MATCHES_SCHEMA.empty_table)
     notes: list[str] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=dict)
     timings_s: dict[str, float] = field(default_factory=dict)  # seconds per phase of run_ensemble
@@ -148,17 +171,74 @@ class EnsembleResult:
         """The input models followed by the ensemble."""
         return [*self.options.models, self.options.name]
 
-    @property
+    @cached_property
     def scored_videos(self) -> list[str]:
         """The videos with ground truth (the ones scored)."""
-        return sorted({g.video_id for g in self.truths})
+        return self.truth_frame.video_ids()
+
+    def event_counts(self) -> dict[str, int]:
+        """Events per input model."""
+        counts = np.bincount(self.input_frame.model, minlength=len(self.options.models))
+        return {m: int(n) for m, n in zip(self.options.models, counts.tolist(), strict=True)}
+
+    def input_videos(self) -> list[str]:
+        """The videos with events of the input models."""
+        return self.input_frame.video_ids()
 
     def category_counts(self) -> dict[str, int]:
         """Input events per cross-model category."""
-        counts: Counter[str] = Counter()
-        for g in self.groups:
-            counts[g.category] += len(g.members)
-        return dict(sorted(counts.items()))
+        return self.matching.category_counts()
+
+    @cached_property
+    def inputs(self) -> dict[str, list[Detection]]:
+        """Events per input model as records (millions of events make millions of records)."""
+        out: dict[str, list[Detection]] = {m: [] for m in self.options.models}
+        for d in self.input_frame.detections():
+            out[d.model].append(d)
+        return out
+
+    @cached_property
+    def truths(self) -> list[Detection]:
+        """The ground truth as records."""
+        return self.truth_frame.detections()
+
+    @cached_property
+    def groups(self) -> list[Group]:
+        """Every cross-model group as a record."""
+        return self.matching.groups()
+
+    @cached_property
+    def fused(self) -> list[FusedEvent]:
+        """The ensemble's events with their sources, as records."""
+        return self.fusion.events()
+
+    @cached_property
+    def fused_detections(self) -> list[Detection]:
+        """The ensemble's events as records of the ensemble model."""
+        return self.fused_frame.detections()
+
+    def disagreement_groups(self) -> np.ndarray:
+        """Numbers of the groups whose members disagree on the label."""
+        return np.flatnonzero(self.matching.category == FIXED_CATEGORIES.index(DISAGREE))
+
+    def video_events(self, video_id: str) -> VideoEvents:
+        """The events, groups and true positives of one video (for its timeline)."""
+        code = self.input_frame.vocab.video_code(video_id)
+        opts = self.options
+        events = {opts.ground_truth: self.truth_frame.detections(np.flatnonzero(self.truth_frame.video == code))}
+        for i, m in enumerate(opts.models):
+            events[m] = self.input_frame.detections(
+                np.flatnonzero((self.input_frame.video == code) & (self.input_frame.model == i)))
+        events[opts.name] = self.fused_frame.detections(np.flatnonzero(self.fused_frame.video == code))
+        m = self.matching
+        first = m.members[m.starts[:-1]]
+        groups = m.groups(np.flatnonzero((self.input_frame.video[first] == code) & (m.sizes > 1)))
+        pairs = {}
+        for model, score in self.scores.items():
+            c = score.claims
+            hit = np.flatnonzero((c.predictions.video == code) & (c.claimed >= 0))
+            pairs[model] = list(zip(c.predictions.detections(hit), c.truths.detections(c.claimed[hit]), strict=True))
+        return VideoEvents(events, groups, pairs)
 
 
 _LANCE_LOCATION = re.compile(r",\s*/\S+\.rs:\d+:\d+\s*$")
@@ -171,11 +251,12 @@ def _models_present(table: Any) -> list[str]:
     return sorted(pc.unique(column).to_pylist())
 
 
-def load_events(conn: Any, options: EnsembleOptions) -> tuple[dict[str, list[Detection]], list[Detection], list[str]]:
+def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventFrame, list[str]]:
     """The input models' events and the ground truth, read from ``events`` with ``options.where``.
 
-    Returns ``(events per model, ground truth, notes)``. Raises ``LookupError`` without an
-    ``events`` table and ``ValueError`` for unknown models, a bad filter or missing ground truth.
+    Returns ``(input events, ground truth, notes)`` as frames sharing one vocabulary. Raises
+    ``LookupError`` without an ``events`` table and ``ValueError`` for unknown models, a bad
+    filter or missing ground truth.
     """
     table = open_events(conn, create=False)
     present = _models_present(table)
@@ -194,73 +275,56 @@ def load_events(conn: Any, options: EnsembleOptions) -> tuple[dict[str, list[Det
     except ValueError as err:
         msg = _LANCE_LOCATION.sub("", str(err))
         raise ValueError(f"bad where filter {options.where!r} on the events table: {msg}") from None
-    per_model: dict[str, list[Detection]] = {m: [] for m in wanted}
-    for d in detections_from_arrow(rows):
-        per_model[d.model].append(d)
-    truths = per_model.pop(options.ground_truth, [])
-    if options.score and not truths:
+    frame = frame_from_arrow(rows, wanted, ground_truth=options.ground_truth if options.score else None)
+    n_models = len(options.models)
+    inputs = replace(frame.take(np.flatnonzero(frame.model < n_models)), models=tuple(options.models))
+    truth_rows = np.flatnonzero(frame.model == n_models)
+    truths = replace(frame.take(truth_rows), models=(options.ground_truth,))
+    truths.model = np.zeros(len(truths), dtype=np.int32)
+    if options.score and len(truths) == 0:
         raise ValueError(
             f"no ground truth to score against: the filter {options.where!r} leaves no events of model "
             f"'{options.ground_truth}' (ground-truth rows have no confidence: a confidence filter needs "
             f"`OR model = '{options.ground_truth}'`)")
     _check_halves(truths)
-    for model, items in per_model.items():
-        missing = [d.event_id for d in items if d.confidence is None]
-        if missing:
-            raise ValueError(f"{len(missing)} events of model '{model}' have no confidence (e.g. {missing[0]})")
-    notes = [f"model '{m}' has no events in scope" for m, items in per_model.items() if not items]
-    return per_model, truths, notes
+    counts = np.bincount(inputs.model, minlength=n_models)
+    for i, model in enumerate(options.models):
+        missing = np.flatnonzero(np.isnan(inputs.conf) & (inputs.model == i))
+        if missing.size:
+            first = inputs.event_id.take(pa.array(missing[:1])).to_pylist()[0]
+            raise ValueError(f"{missing.size} events of model '{model}' have no confidence (e.g. {first})")
+    notes = [f"model '{m}' has no events in scope" for m, n in zip(options.models, counts.tolist(), strict=True)
+             if not n]
+    return inputs, truths, notes
 
 
-def _check_halves(truths: Sequence[Detection]) -> None:
+def _check_halves(truths: EventFrame) -> None:
     """Each video must be one half of one game when the ground truth says which."""
-    seen: dict[str, set[tuple[str | None, int | None]]] = {}
-    for g in truths:
-        if g.game is not None or g.half is not None:
-            seen.setdefault(g.video_id, set()).add((g.game, g.half))
+    if truths.game is None or truths.half is None:
+        return
+    seen: dict[int, set[tuple[str | None, int | None]]] = {}
+    for video, game, half in zip(truths.video.tolist(), truths.game.to_pylist(), truths.half.tolist(), strict=True):
+        if game is not None or half >= 0:
+            seen.setdefault(video, set()).add((game, half if half >= 0 else None))
     for video, keys in seen.items():
         if len(keys) > 1:
-            raise ValueError(f"ground truth of video '{video}' names several game halves {sorted(keys, key=str)}: "
-                             "each video must hold one half")
+            raise ValueError(f"ground truth of video '{truths.vocab.videos[video]}' names several game halves "
+                             f"{sorted(keys, key=str)}: each video must hold one half")
 
 
-def _model_rows(run_id: str, groups: Sequence[Group]) -> list[MatchRow]:
-    rows = []
-    for g in groups:
-        for d in g.members:
-            others = [o for o in g.members if o is not d]
-            lead = max(others, key=lambda o: o.confidence or 0.0) if others else None
-            rows.append(MatchRow(
-                run_id, SCOPE_MODELS, d.video_id, d.model, d.label, d.event_id, d.time_s, d.confidence,
-                g.category, g.group_id, g.models, [o.event_id for o in others], [o.label for o in others],
-                None if lead is None else lead.time_s,
-            ))
-    return rows
+def _in_scored_videos(frame: EventFrame, truths: EventFrame) -> EventFrame:
+    scored = np.zeros(len(truths.vocab.videos), dtype=bool)
+    scored[truths.video] = True
+    inside = scored[frame.video]
+    return frame if inside.all() else frame.take(np.flatnonzero(inside))
 
 
-def _truth_rows(run_id: str, model: str, match: TruthMatch) -> list[MatchRow]:
-    rows = []
-    for p, g in match.pairs:
-        rows.append(MatchRow(run_id, SCOPE_GROUND_TRUTH, p.video_id, model, p.label, p.event_id, p.time_s,
-                             p.confidence, "tp", None, [model], [g.event_id], [g.label], g.time_s))
-    for p in match.false_positives:
-        rows.append(MatchRow(run_id, SCOPE_GROUND_TRUTH, p.video_id, model, p.label, p.event_id, p.time_s,
-                             p.confidence, "fp", None, [model]))
-    for g in match.missed:
-        rows.append(MatchRow(run_id, SCOPE_GROUND_TRUTH, g.video_id, model, g.label, g.event_id, g.time_s,
-                             None, "fn", None, [model]))
-    return rows
-
-
-def score_model(model: str, predictions: Sequence[Detection], truths: Sequence[Detection],
-                options: EnsembleOptions) -> ModelScore:
+def score_model(model: str, predictions: EventFrame, truths: EventFrame, options: EnsembleOptions) -> ModelScore:
     """P/R/F1 at the tolerance and tight / loose average-mAP of one model on the scored videos."""
-    videos = {g.video_id for g in truths}
-    preds = [p for p in predictions if p.video_id in videos]
-    match = match_to_truth(preds, truths, options.tolerance_s)
-    tight = average_map(truths, preds, options.classes, TIGHT_DELTAS_S)
-    loose = average_map(truths, preds, options.classes, LOOSE_DELTAS_S)
-    return ModelScore(model, match, counts_per_label(match), tight, loose)
+    preds = _in_scored_videos(predictions, truths)
+    claims = claim_truths(preds, truths, options.tolerance_s)
+    tight, loose = average_maps(truths, preds, options.classes, [TIGHT_DELTAS_S, LOOSE_DELTAS_S])
+    return ModelScore(model, claims, claims.counts_per_label(), tight, loose)
 
 
 def metric_rows(run_id: str, score: ModelScore, options: EnsembleOptions, params: str) -> list[MetricRow]:
@@ -286,22 +350,20 @@ def metric_rows(run_id: str, score: ModelScore, options: EnsembleOptions, params
     return rows
 
 
-def _fused_event(e: FusedEvent, d: Detection, run_id: str) -> Event:
-    details = "fused from " + ", ".join(f"{s.model} {s.confidence:.3f} at {s.time_s:.3f}s" for s in e.sources)
-    return Event(video_id=d.video_id, model=d.model, time_s=d.time_s, label=d.label, team=d.team,
-                 confidence=d.confidence, details=details, run_id=run_id,
-                 metadata={"sources": [s.event_id for s in e.sources], "source_models": [s.model for s in e.sources],
-                           "category": e.category})
-
-
-def outside_class_list(events: dict[str, Sequence[Detection]], classes: Sequence[str]) -> dict[str, dict[str, int]]:
-    """Per model, the number of events per label that is not in ``classes`` (models without any left out)."""
+def _outside(frame: EventFrame, classes: Sequence[str]) -> dict[str, int]:
     known = set(classes)
+    counts = np.bincount(frame.label, minlength=len(frame.vocab.labels))
+    return {label: int(n) for label, n in zip(frame.vocab.labels, counts.tolist(), strict=True)
+            if n and label not in known}
+
+
+def outside_class_list(frames: Mapping[str, EventFrame], classes: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per model, the number of events per label that is not in ``classes`` (models without any left out)."""
     out = {}
-    for model, items in events.items():
-        counts = Counter(d.label for d in items if d.label not in known)
+    for model, frame in frames.items():
+        counts = _outside(frame, classes)
         if counts:
-            out[model] = dict(sorted(counts.items()))
+            out[model] = counts
     return out
 
 
@@ -316,11 +378,13 @@ def coverage_notes(result: EnsembleResult) -> list[str]:
         shown = ", ".join(result.unscored_videos[:5]) + (" ..." if len(result.unscored_videos) > 5 else "")
         notes.append(f"{len(result.unscored_videos)} videos have no ground truth ({shown}): "
                      "agreement and fusion only, not scored")
-    videos = sorted({d.video_id for m in result.options.models for d in result.inputs[m]})
-    for model in result.options.models:
-        silent = len(videos) - len({d.video_id for d in result.inputs[model]})
-        if result.inputs[model] and silent:
-            notes.append(f"model '{model}' has no events on {silent} of {len(videos)} videos: "
+    frame = result.input_frame
+    videos = len(np.unique(frame.video))
+    for i, model in enumerate(result.options.models):
+        own = np.unique(frame.video[frame.model == i])
+        silent = videos - len(own)
+        if len(own) and silent:
+            notes.append(f"model '{model}' has no events on {silent} of {videos} videos: "
                          f"the other models' events there are only_<model> and fused with {model} as 0")
     return notes
 
@@ -341,42 +405,51 @@ def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> Ens
         timings[phase] = round(now - clock, 3)
         clock = now
 
-    per_model, truths, notes = load_events(conn, options)
+    inputs, truths, notes = load_events(conn, options)
     lap("read")
-    models = list(options.models)
-    inputs = [d for m in models for d in per_model[m]]
-    groups = match_models(inputs, models, options.tolerance_s)
+    matching = match_frame(inputs, options.tolerance_s)
     lap("match")
-    fused = fuse(groups, models, options.fusion())
-    fused_detections = [e.detection(options.name, run_id) for e in fused]
+    fusion = fuse_matching(matching, options.fusion())
+    fused_frame = fusion.frame(options.name, run_id)
     lap("fuse")
-    result = EnsembleResult(run_id, options, per_model, truths, groups, fused, fused_detections, notes=notes,
+    result = EnsembleResult(run_id, options, inputs, truths, matching, fusion, fused_frame, notes=notes,
                             timings_s=timings)
     params = json.dumps(options.params(), sort_keys=True)
 
-    result.match_rows = _model_rows(run_id, groups)
-    if options.score:
-        for model in result.scored_models:
-            preds = fused_detections if model == options.name else per_model[model]
-            score = score_model(model, preds, truths, options)
+    def scored(i: int, model: str) -> tuple[ModelScore, pa.Table]:
+        if model == options.name:
+            preds = fused_frame
+        else:
+            preds = replace(inputs.take(np.flatnonzero(inputs.model == i)), models=(model,))
+            preds.model = np.zeros(len(preds), dtype=np.int32)
+        score = score_model(model, preds, truths, options)
+        return score, truth_match_rows(run_id, model, score.claims)
+
+    # the compiled kernels and Arrow release the GIL: independent parts run on all cores
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        model_rows = pool.submit(model_match_rows, run_id, matching)
+        fused_rows = pool.submit(fused_event_rows, fusion, fused_frame, run_id) if write else None
+        scoring = [pool.submit(scored, i, m) for i, m in enumerate(result.scored_models)] if options.score else []
+        parts = [model_rows.result()]
+        for model, job in zip(result.scored_models, scoring, strict=False):
+            score, rows = job.result()
             result.scores[model] = score
-            result.match_rows.extend(_truth_rows(run_id, model, score.match))
+            parts.append(rows)
             result.metrics.extend(metric_rows(run_id, score, options, params))
-    if options.score:
-        scored = set(result.scored_videos)
-        predictions = {m: [d for d in (fused_detections if m == options.name else per_model[m]) if d.video_id in scored]
-                       for m in result.scored_models}
-        result.outside_classes = outside_class_list({options.ground_truth: truths, **predictions}, options.classes)
-        result.unscored_videos = sorted({d.video_id for m in models for d in per_model[m]}
-                                        - set(result.scored_videos))
-    result.notes.extend(coverage_notes(result))
-    lap("score")
-    if write:
-        events = open_events(conn)
-        result.written["events"] = write_events(
-            events, [_fused_event(e, d, run_id) for e, d in zip(fused, fused_detections, strict=True)],
-            replace_scope=scope_filter(models=[options.name], run_id=run_id))
-        result.written["ensemble_matches"] = write_matches(conn, run_id, result.match_rows)
-        result.written["ensemble_metrics"] = write_metrics(conn, run_id, result.metrics)
-        lap("write")
+        result.matches = pa.concat_tables(parts)
+        if options.score:
+            frames = {options.ground_truth: truths,
+                      **{m: result.scores[m].claims.predictions for m in result.scored_models}}
+            result.outside_classes = outside_class_list(frames, options.classes)
+            result.unscored_videos = sorted(set(result.input_videos()) - set(result.scored_videos))
+        result.notes.extend(coverage_notes(result))
+        lap("score")
+        if write:
+            events = pool.submit(replace_events, open_events(conn), fused_rows.result(),
+                                 scope_filter(models=[options.name], run_id=run_id))
+            matches = pool.submit(write_matches, conn, run_id, result.matches)
+            result.written["events"] = events.result()
+            result.written["ensemble_matches"] = matches.result()
+            result.written["ensemble_metrics"] = write_metrics(conn, run_id, result.metrics)
+            lap("write")
     return result

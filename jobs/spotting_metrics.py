@@ -30,14 +30,15 @@ so are labels outside the class list.
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from jobs.detections import Detection
+from jobs.ensemble_kernels import bucket_starts, claim_cells, grouped_order, nearest_claims, nearest_truth_values
+from jobs.event_frame import EventFrame, frame_from_detections, shared_vocab
 
 #: SoccerNet-v2 action classes, in the order of the official ``EVENT_DICTIONARY_V2``.
 SOCCERNET_V2_CLASSES: tuple[str, ...] = (
@@ -54,8 +55,6 @@ LOOSE_DELTAS_S: tuple[int, ...] = tuple(range(5, 65, 5))
 #: The official confidence thresholds and 11 recall points.
 THRESHOLDS = np.linspace(0, 1, 200)
 RECALL_POINTS = np.arange(11) / 10
-#: Tolerance comparisons are inclusive up to this many seconds (times are stored to the ms).
-TIME_EPS = 1e-6
 #: The official script rescales the overall unshown score of the 17 SoccerNet-v2 classes by 17/13.
 UNSHOWN_RESCALE_V2 = 17 / 13
 
@@ -105,11 +104,80 @@ class Counts:
         return 2 * self.tp / denom if denom else None
 
 
-def _bucket(items: Iterable[Detection]) -> dict[tuple[str, str], list[Detection]]:
-    out: dict[tuple[str, str], list[Detection]] = {}
-    for d in items:
-        out.setdefault((d.video_id, d.label), []).append(d)
-    return out
+def _check_scores(frame: EventFrame) -> None:
+    bad = np.flatnonzero(np.isnan(frame.conf) | (frame.conf < 0))
+    if bad.size:
+        d = frame.detections(bad[:1])[0]
+        if d.confidence is None:
+            raise ValueError(f"event {d.event_id} of model '{d.model}' on {d.video_id} has no confidence")
+        raise ValueError(f"event {d.event_id} of model '{d.model}' has a negative confidence {d.confidence}")
+
+
+@dataclass
+class TruthClaims:
+    """Predictions matched to ground truth, as columns.
+
+    ``claimed[i]`` is the ground-truth event (a position in ``truths``) prediction ``i`` claimed,
+    ``-1`` for a false positive; ``used[j]`` says whether truth ``j`` was claimed. ``order`` is
+    the order the predictions were taken in (per video and label, highest confidence first).
+    """
+
+    predictions: EventFrame
+    truths: EventFrame
+    claimed: np.ndarray
+    used: np.ndarray
+    order: np.ndarray
+    truth_order: np.ndarray
+
+    def counts_per_label(self) -> dict[str, Counts]:
+        """TP / FP / FN per label (labels without any left out)."""
+        n_labels = len(self.predictions.vocab.labels)
+        hit = self.claimed >= 0
+        tp = np.bincount(self.predictions.label[hit], minlength=n_labels)
+        fp = np.bincount(self.predictions.label[~hit], minlength=n_labels)
+        fn = np.bincount(self.truths.label[~self.used], minlength=n_labels)
+        return {self.predictions.vocab.labels[i]: Counts(int(tp[i]), int(fp[i]), int(fn[i]))
+                for i in np.flatnonzero(tp + fp + fn).tolist()}
+
+    def match(self) -> TruthMatch:
+        """The matching as :class:`Detection` records (pairs and false positives in matching order)."""
+        preds = self.predictions.detections(self.order)
+        claimed = self.claimed[self.order]
+        hits = claimed[claimed >= 0]
+        truths = iter(self.truths.detections(hits))
+        result = TruthMatch()
+        for p, c in zip(preds, claimed.tolist(), strict=True):
+            if c >= 0:
+                result.pairs.append((p, next(truths)))
+            else:
+                result.false_positives.append(p)
+        missed = self.truth_order[~self.used[self.truth_order]]
+        result.missed = self.truths.detections(missed)
+        return result
+
+
+def _label_buckets(frame: EventFrame) -> np.ndarray:
+    return frame.video.astype(np.int64) * max(len(frame.vocab.labels), 1) + frame.label
+
+
+def claim_truths(predictions: EventFrame, truths: EventFrame, tolerance_s: float) -> TruthClaims:
+    """One-to-one greedy matching of ``predictions`` to ``truths`` (same vocabulary) per video and
+    label: predictions in descending confidence (ties: earlier time first) each claim the nearest
+    unclaimed truth within ``tolerance_s`` seconds (ties: the earlier truth)."""
+    _check_tolerance(tolerance_s)
+    if predictions.vocab != truths.vocab:
+        raise ValueError("predictions and ground truth must share one vocabulary")
+    _check_scores(predictions)
+    n_buckets = max(len(truths.vocab.videos), 1) * max(len(truths.vocab.labels), 1)
+    truth_order, starts = grouped_order(_label_buckets(truths), n_buckets, truths.time, np.zeros(len(truths)),
+                                        truths.key)
+    pred_bucket = _label_buckets(predictions)
+    order, _ = grouped_order(pred_bucket, n_buckets, -predictions.conf, predictions.time, predictions.key)
+    claimed = nearest_claims(order, pred_bucket, truth_order, starts, predictions.time, truths.time,
+                             float(tolerance_s))
+    used = np.zeros(len(truths), dtype=bool)
+    used[claimed[claimed >= 0]] = True
+    return TruthClaims(predictions, truths, claimed, used, order, truth_order)
 
 
 def match_to_truth(predictions: Sequence[Detection], truths: Sequence[Detection], tolerance_s: float) -> TruthMatch:
@@ -119,36 +187,9 @@ def match_to_truth(predictions: Sequence[Detection], truths: Sequence[Detection]
     unclaimed truth within ``tolerance_s`` seconds (ties: the earlier truth).
     """
     _check_tolerance(tolerance_s)
-    result = TruthMatch()
-    truth_buckets = _bucket(truths)
-    pred_buckets = _bucket(predictions)
-    for key in sorted(set(truth_buckets) | set(pred_buckets)):
-        gts = sorted(truth_buckets.get(key, []), key=lambda d: (d.time_s, d.event_id))
-        times = [g.time_s for g in gts]
-        used = [False] * len(gts)
-        preds = sorted(pred_buckets.get(key, []), key=lambda d: (-_score(d), d.time_s, d.event_id))
-        for p in preds:
-            lo = bisect.bisect_left(times, p.time_s - tolerance_s - TIME_EPS)
-            hi = bisect.bisect_right(times, p.time_s + tolerance_s + TIME_EPS)
-            best = None
-            for i in range(lo, hi):
-                if used[i]:
-                    continue
-                if best is None or abs(times[i] - p.time_s) < abs(times[best] - p.time_s):
-                    best = i
-            if best is None:
-                result.false_positives.append(p)
-            else:
-                used[best] = True
-                result.pairs.append((p, gts[best]))
-        result.missed.extend(g for g, u in zip(gts, used, strict=True) if not u)
-    return result
-
-
-def _score(d: Detection) -> float:
-    if d.confidence is None:
-        raise ValueError(f"event {d.event_id} of model '{d.model}' on {d.video_id} has no confidence")
-    return d.confidence
+    vocab = shared_vocab(predictions, truths)
+    return claim_truths(frame_from_detections(predictions, vocab=vocab),
+                        frame_from_detections(truths, vocab=vocab), tolerance_s).match()
 
 
 def counts_per_label(match: TruthMatch) -> dict[str, Counts]:
@@ -179,95 +220,49 @@ class AverageMAP:
     per_class_unshown: dict[str, float]
 
 
-@dataclass
-class _Track:
-    """One class on one video: ground-truth cells and prediction cells (sorted)."""
-
-    gt_cells: list[int] = field(default_factory=list)
-    gt_values: list[int] = field(default_factory=list)  # +1 visible, -1 not shown
-    pred_cells: list[int] = field(default_factory=list)
-    pred_scores: list[float] = field(default_factory=list)
-    pred_closest: list[int] = field(default_factory=list)  # value of the nearest ground truth, -1 if none
-
-
 def grid_cell(time_s: float, framerate: int = SOCCERNET_FRAMERATE) -> int:
     """The official grid cell of an event at ``time_s`` seconds within its half."""
     return min(int(framerate * time_s), GRID_SECONDS * framerate - 1)
 
 
-def _tracks(truths: Sequence[Detection], predictions: Sequence[Detection], classes: Sequence[str],
-            framerate: int) -> list[dict[str, _Track]]:
-    """Per scored video, per class: the official grid representation."""
-    class_set = set(classes)
-    gt_cells: dict[tuple[str, str], dict[int, int]] = {}
-    videos: dict[str, None] = {}
-    for g in truths:
-        videos.setdefault(g.video_id)
-        if g.label not in class_set:
-            continue
-        cells = gt_cells.setdefault((g.video_id, g.label), {})
-        cell = grid_cell(g.time_s, framerate)
-        cells[cell] = max(cells.get(cell, -1), 1 if g.visible else -1)
-    pred_cells: dict[tuple[str, str], dict[int, float]] = {}
-    for p in predictions:
-        if p.video_id not in videos or p.label not in class_set:
-            continue
-        score = _score(p)
-        if score < 0:
-            raise ValueError(f"event {p.event_id} of model '{p.model}' has a negative confidence {score}")
-        cells = pred_cells.setdefault((p.video_id, p.label), {})
-        cell = grid_cell(p.time_s, framerate)
-        cells[cell] = max(cells.get(cell, -1.0), score)
-    out = []
-    for video in sorted(videos):
-        per_class = {}
-        for c in classes:
-            gts = gt_cells.get((video, c), {})
-            preds = pred_cells.get((video, c), {})
-            t = _Track(gt_cells=sorted(gts), pred_cells=sorted(preds))
-            t.gt_values = [gts[k] for k in t.gt_cells]
-            t.pred_scores = [preds[k] for k in t.pred_cells]
-            # Nearest ground truth, split at the official integer midpoints.
-            bounds = [(a + b) // 2 for a, b in zip(t.gt_cells, t.gt_cells[1:], strict=False)]
-            t.pred_closest = [t.gt_values[bisect.bisect_right(bounds, k)] if t.gt_cells else -1
-                              for k in t.pred_cells]
-            per_class[c] = t
-        out.append(per_class)
-    return out
+def _cells(frame: EventFrame, rows: np.ndarray, class_of: np.ndarray, n_classes: int, framerate: int,
+           values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One entry per (video, class, cell) of ``rows`` with the maximum of ``values``:
+    (track = video * n_classes + class, cell, value), sorted by track and cell."""
+    n_cells = GRID_SECONDS * framerate
+    cell = np.minimum(np.floor(framerate * frame.time[rows]).astype(np.int64), n_cells - 1)
+    track = frame.video[rows].astype(np.int64) * n_classes + class_of[frame.label[rows]]
+    key = track * n_cells + cell
+    order = np.argsort(key, kind="stable")
+    starts = bucket_starts(key[order])
+    if len(order) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), values[:0]
+    best = np.maximum.reduceat(values[order], starts[:-1])
+    firsts = key[order][starts[:-1]]
+    return firsts // n_cells, firsts % n_cells, best
 
 
-def _claim(track: _Track, half_window: float) -> list[bool]:
-    """Official matching: ground truth in cell order each claims the best unclaimed prediction."""
-    tp = [False] * len(track.pred_cells)
-    cells, scores = track.pred_cells, track.pred_scores
-    for g in track.gt_cells:
-        lo = bisect.bisect_left(cells, g - half_window)
-        hi = bisect.bisect_right(cells, g + half_window)
-        best, best_score = None, -1.0
-        for i in range(lo, hi):
-            if not tp[i] and scores[i] > best_score:
-                best, best_score = i, scores[i]
-        if best is not None:
-            tp[best] = True
-    return tp
+def _interpolated_aps(tp_at: np.ndarray, n_at: np.ndarray, n_truth: np.ndarray) -> np.ndarray:
+    """11-point interpolated AP per class from precision / recall at the official thresholds.
 
-
-def _interpolated_ap(scores: np.ndarray, tp: np.ndarray, n_truth: int) -> float:
-    """11-point interpolated AP from precision / recall at the official thresholds."""
-    order = np.argsort(scores, kind="stable")
-    s = scores[order]
-    tps_from = np.concatenate([np.cumsum(tp[order][::-1])[::-1], [0.0]])
-    first = np.searchsorted(s, THRESHOLDS, side="left")
-    n_sel = len(s) - first
-    tp_sel = tps_from[first]
+    ``tp_at[c, j]`` / ``n_at[c, j]``: true positives / predictions of class ``c`` with a score
+    >= ``THRESHOLDS[j]``; ``n_truth[c]``: its ground-truth events."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.nan_to_num(tp_sel / n_sel)
-        recall = np.nan_to_num(tp_sel / n_truth) if n_truth else np.zeros_like(tp_sel)
-    ap = 0.0
+        precision = np.nan_to_num(tp_at / n_at)
+        recall = np.nan_to_num(tp_at / n_truth[:, None])
+    recall[n_truth == 0] = 0.0
+    ap = np.zeros(len(n_truth))
     for j in RECALL_POINTS:
-        reach = precision[recall >= j]
-        ap += float(np.max(reach)) if reach.size else 0.0
+        reach = np.where(recall >= j, precision, -np.inf).max(axis=1)
+        ap += np.where(np.isfinite(reach), reach, 0.0)
     return ap / 11
+
+
+def _at_thresholds(bins: np.ndarray, weights: np.ndarray | None, n_classes: int) -> np.ndarray:
+    """Per class and threshold: the sum of ``weights`` (or the count) of predictions at or above it."""
+    width = len(THRESHOLDS) + 1
+    counts = np.bincount(bins, weights=weights, minlength=n_classes * width).reshape(n_classes, width)
+    return np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
 
 
 def _trapezoid(values: Sequence[float]) -> float:
@@ -279,6 +274,83 @@ def _trapezoid(values: Sequence[float]) -> float:
     return total / (len(values) - 1)
 
 
+def _check_map_args(classes: Sequence[str], deltas_s: Sequence[float]) -> None:
+    if not classes:
+        raise ValueError("average-mAP needs a non-empty class list")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"the class list has duplicates: {list(classes)}")
+    if not deltas_s or any(not (d > 0) for d in deltas_s):
+        raise ValueError(f"deltas must be positive seconds, got {list(deltas_s)}")
+
+
+def average_maps(truths: EventFrame, predictions: EventFrame, classes: Sequence[str] = SOCCERNET_V2_CLASSES,
+                 delta_sets: Sequence[Sequence[float]] = (TIGHT_DELTAS_S, LOOSE_DELTAS_S),
+                 framerate: int = SOCCERNET_FRAMERATE) -> list[AverageMAP]:
+    """SoccerNet average-mAP of ``predictions`` against ``truths`` (frames sharing one vocabulary),
+    one result per set of deltas (the grid and the matching set-up are shared)."""
+    for deltas_s in delta_sets:
+        _check_map_args(classes, deltas_s)
+    if len(truths) == 0:
+        raise ValueError("average-mAP needs ground-truth events")
+    if predictions.vocab != truths.vocab:
+        raise ValueError("predictions and ground truth must share one vocabulary")
+    n_classes = len(classes)
+    position = {c: i for i, c in enumerate(classes)}
+    class_of = np.array([position.get(label, -1) for label in truths.vocab.labels], dtype=np.int64)
+    scored = np.zeros(len(truths.vocab.videos), dtype=bool)
+    scored[truths.video] = True
+    gt_rows = np.flatnonzero(class_of[truths.label] >= 0) if len(class_of) else np.zeros(0, np.int64)
+    gt_track, gt_cell, gt_value = _cells(truths, gt_rows, class_of, n_classes, framerate,
+                                         np.where(truths.visible, 1, -1).astype(np.int64))
+    pred_rows = np.flatnonzero(scored[predictions.video] & (class_of[predictions.label] >= 0)) \
+        if len(class_of) else np.zeros(0, np.int64)
+    _check_scores(predictions.take(pred_rows))
+    pred_track, pred_cell, pred_score = _cells(predictions, pred_rows, class_of, n_classes, framerate,
+                                               predictions.conf)
+    n_tracks = len(truths.vocab.videos) * n_classes
+    gt_starts = np.searchsorted(gt_track, np.arange(n_tracks + 1)).astype(np.int64)
+    pred_starts = np.searchsorted(pred_track, np.arange(n_tracks + 1)).astype(np.int64)
+    closest = nearest_truth_values(pred_track, pred_cell, gt_starts, gt_cell, gt_value)
+    gt_class = gt_track % n_classes
+    n_visible = np.bincount(gt_class[gt_value > 0], minlength=n_classes)
+    n_unshown = np.bincount(gt_class[gt_value < 0], minlength=n_classes)
+    totals = [n_visible + n_unshown, n_visible, n_unshown]
+    # each prediction counts for the thresholds at or below its score
+    width = len(THRESHOLDS) + 1
+    bins = (pred_track % n_classes) * width + np.searchsorted(THRESHOLDS, pred_score, side="right")
+    masks = [np.ones(len(pred_score), dtype=bool), closest > 0, closest < 0]
+    selected = [_at_thresholds(bins[m], None, n_classes) for m in masks]
+    results = []
+    for deltas_s in delta_sets:
+        per_delta = []  # per delta: per variant, AP per class
+        for delta in deltas_s:
+            tp = claim_cells(pred_starts, pred_cell, pred_score, gt_starts, gt_cell, delta * framerate / 2)
+            tp = tp.astype(np.float64)
+            per_delta.append([_interpolated_aps(_at_thresholds(bins[m], tp[m], n_classes), selected[k],
+                                                totals[k].astype(np.float64)) for k, m in enumerate(masks)])
+
+        def summarise(k: int, per_delta: list = per_delta) -> tuple[float, dict[str, float]]:
+            overall = _trapezoid([float(np.mean(d[k])) for d in per_delta])
+            per_class = {c: _trapezoid([float(d[k][i]) for d in per_delta]) for i, c in enumerate(classes)}
+            return overall, per_class
+
+        overall, per_class = summarise(0)
+        visible, per_class_visible = summarise(1)
+        unshown, per_class_unshown = summarise(2)
+        if tuple(classes) == SOCCERNET_V2_CLASSES and len(deltas_s) > 1:
+            unshown *= UNSHOWN_RESCALE_V2
+        results.append(AverageMAP(tuple(deltas_s), overall, per_class, visible, per_class_visible, unshown,
+                                  per_class_unshown))
+    return results
+
+
+def average_map_frames(truths: EventFrame, predictions: EventFrame, classes: Sequence[str] = SOCCERNET_V2_CLASSES,
+                       deltas_s: Sequence[float] = TIGHT_DELTAS_S,
+                       framerate: int = SOCCERNET_FRAMERATE) -> AverageMAP:
+    """SoccerNet average-mAP of ``predictions`` against ``truths`` (frames sharing one vocabulary)."""
+    return average_maps(truths, predictions, classes, [deltas_s], framerate)[0]
+
+
 def average_map(truths: Sequence[Detection], predictions: Sequence[Detection],
                 classes: Sequence[str] = SOCCERNET_V2_CLASSES, deltas_s: Sequence[float] = TIGHT_DELTAS_S,
                 framerate: int = SOCCERNET_FRAMERATE) -> AverageMAP:
@@ -287,41 +359,9 @@ def average_map(truths: Sequence[Detection], predictions: Sequence[Detection],
     ``truths`` define the scored videos (each one half of a game); ``classes`` is the class list
     whose mean is taken (SoccerNet-v2's 17 classes by default).
     """
-    if not classes:
-        raise ValueError("average-mAP needs a non-empty class list")
-    if len(set(classes)) != len(classes):
-        raise ValueError(f"the class list has duplicates: {list(classes)}")
-    if not deltas_s or any(not (d > 0) for d in deltas_s):
-        raise ValueError(f"deltas must be positive seconds, got {list(deltas_s)}")
+    _check_map_args(classes, deltas_s)
     if not truths:
         raise ValueError("average-mAP needs ground-truth events")
-    tracks = _tracks(truths, predictions, classes, framerate)
-    n_visible = {c: sum(v > 0 for t in tracks for v in t[c].gt_values) for c in classes}
-    n_unshown = {c: sum(v < 0 for t in tracks for v in t[c].gt_values) for c in classes}
-    scores = {c: np.array([s for t in tracks for s in t[c].pred_scores], dtype=np.float64) for c in classes}
-    closest = {c: np.array([k for t in tracks for k in t[c].pred_closest], dtype=np.float64) for c in classes}
-
-    per_delta: list[tuple[dict[str, float], dict[str, float], dict[str, float]]] = []
-    for delta in deltas_s:
-        half_window = delta * framerate / 2
-        ap_all, ap_vis, ap_uns = {}, {}, {}
-        for c in classes:
-            tp = np.array([x for t in tracks for x in _claim(t[c], half_window)], dtype=np.float64)
-            vis = closest[c] > 0.5
-            uns = closest[c] < -0.5
-            ap_all[c] = _interpolated_ap(scores[c], tp, n_visible[c] + n_unshown[c])
-            ap_vis[c] = _interpolated_ap(scores[c][vis], tp[vis], n_visible[c])
-            ap_uns[c] = _interpolated_ap(scores[c][uns], tp[uns], n_unshown[c])
-        per_delta.append((ap_all, ap_vis, ap_uns))
-
-    def summarise(k: int) -> tuple[float, dict[str, float]]:
-        overall = _trapezoid([float(np.mean([d[k][c] for c in classes])) for d in per_delta])
-        per_class = {c: _trapezoid([d[k][c] for d in per_delta]) for c in classes}
-        return overall, per_class
-
-    overall, per_class = summarise(0)
-    visible, per_class_visible = summarise(1)
-    unshown, per_class_unshown = summarise(2)
-    if tuple(classes) == SOCCERNET_V2_CLASSES and len(deltas_s) > 1:
-        unshown *= UNSHOWN_RESCALE_V2
-    return AverageMAP(tuple(deltas_s), overall, per_class, visible, per_class_visible, unshown, per_class_unshown)
+    vocab = shared_vocab(truths, predictions)
+    return average_map_frames(frame_from_detections(truths, vocab=vocab),
+                              frame_from_detections(predictions, vocab=vocab), classes, deltas_s, framerate)

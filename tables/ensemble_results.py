@@ -2,10 +2,12 @@
 
 Both are keyed by ``run_id`` so runs can be filtered and compared with SQL, e.g.
 ``model = 'ensemble' AND label = '__all__'`` on ``ensemble_metrics``. Writing a run replaces all
-of that run's rows in one atomic commit (merge on the row key, deleting the run's rows that are
-not in the new set), so re-running a run id never duplicates rows and other runs are untouched.
+of that run's rows in one atomic commit (a new run is one append; a run written before is merged
+on the row key, deleting its rows that are not in the new set), so re-running a run id never
+duplicates rows and other runs are untouched.
 
-``ensemble_matches`` has one row per event and *scope*:
+``ensemble_matches`` has one row per event and *scope* (key: ``run_id``, ``scope``, ``model``,
+``event_id``):
 
 - scope ``models``: every input event with its cross-model category (``both``, ``all``,
   ``several``, ``disagree``, ``only_<model>``), its group and the models in that group;
@@ -20,12 +22,12 @@ scores): counts, precision / recall / F1 at the tolerance and SoccerNet average-
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from tables.connection import table_exists
 from tables.events import sql_quote
@@ -40,7 +42,6 @@ SCOPE_GROUND_TRUTH = "ground_truth"
 
 MATCHES_SCHEMA = pa.schema(
     [
-        pa.field("row_id", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("scope", pa.string(), nullable=False),
         pa.field("video_id", pa.string(), nullable=False),
@@ -58,6 +59,9 @@ MATCHES_SCHEMA = pa.schema(
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
+
+#: The row key of ``ensemble_matches``.
+MATCH_KEY = ["run_id", "scope", "model", "event_id"]
 
 _AP_FIELDS = ["ap_tight", "ap_loose", "ap_tight_visible", "ap_loose_visible", "ap_tight_unshown", "ap_loose_unshown"]
 
@@ -82,32 +86,6 @@ METRICS_SCHEMA = pa.schema(
         pa.field("created_at", pa.timestamp("us", tz="UTC")),
     ]
 )
-
-
-@dataclass
-class MatchRow:
-    """One row of ``ensemble_matches``."""
-
-    run_id: str
-    scope: str
-    video_id: str
-    model: str
-    label: str
-    event_id: str
-    time_s: float
-    confidence: float | None
-    category: str
-    group_id: int | None = None
-    matched_models: list[str] = field(default_factory=list)
-    partner_event_ids: list[str] = field(default_factory=list)
-    partner_labels: list[str] = field(default_factory=list)
-    partner_time_s: float | None = None
-
-    @property
-    def row_id(self) -> str:
-        """The row's key: run, scope, model and event."""
-        key = "\x1f".join([self.run_id, self.scope, self.model, self.event_id])
-        return hashlib.sha1(key.encode()).hexdigest()[:24]
 
 
 @dataclass
@@ -141,47 +119,49 @@ class MetricRow:
         return "\x1f".join([self.run_id, self.model, self.label])
 
 
-def _columns(rows: Sequence[Any], schema: pa.Schema, key: str, now: dt.datetime) -> pa.Table:
-    """Dataclass rows as an Arrow table of ``schema`` (``key``: the name of the row-key property)."""
-    data: dict[str, Any] = {}
-    for f in schema:
+def metrics_to_arrow(rows: Sequence[MetricRow]) -> pa.Table:
+    """``rows`` as an Arrow table of :data:`METRICS_SCHEMA`."""
+    now = dt.datetime.now(dt.UTC)
+    data: dict[str, pa.Array] = {}
+    for f in METRICS_SCHEMA:
         if f.name == "created_at":
             data[f.name] = pa.array([now] * len(rows), f.type)
         else:
-            attr = key if f.name == key else f.name
-            data[f.name] = pa.array([getattr(r, attr) for r in rows], f.type)
-    return pa.table(data, schema=schema)
-
-
-def matches_to_arrow(rows: Sequence[MatchRow]) -> pa.Table:
-    """``rows`` as an Arrow table of :data:`MATCHES_SCHEMA`."""
-    return _columns(rows, MATCHES_SCHEMA, "row_id", dt.datetime.now(dt.UTC))
-
-
-def metrics_to_arrow(rows: Sequence[MetricRow]) -> pa.Table:
-    """``rows`` as an Arrow table of :data:`METRICS_SCHEMA`."""
-    return _columns(rows, METRICS_SCHEMA, "metric_id", dt.datetime.now(dt.UTC))
+            data[f.name] = pa.array([getattr(r, f.name) for r in rows], f.type)
+    return pa.table(data, schema=METRICS_SCHEMA)
 
 
 def _open(conn: Any, name: str, schema: pa.Schema) -> Any:
-    if table_exists(conn, name):
-        return conn.open_table(name)
-    return conn.create_table(name, schema=schema)
+    if not table_exists(conn, name):
+        return conn.create_table(name, schema=schema)
+    table = conn.open_table(name)
+    if name == ENSEMBLE_MATCHES and "row_id" in table.schema.names:
+        # tables written before the key became (run_id, scope, model, event_id) carry a hashed row_id
+        table.drop_columns(["row_id"])
+    return table
 
 
-def _replace_run(table: Any, key: str, run_id: str, data: pa.Table) -> int:
-    """Upsert ``data`` and delete the run's other rows, in one commit."""
-    bad = sorted({r for r in data.column("run_id").to_pylist() if r != run_id})
+def _replace_run(table: Any, key: str | list[str], run_id: str, data: pa.Table) -> int:
+    """Write ``data`` as run ``run_id``'s rows, replacing the run's earlier rows, in one commit."""
+    runs = pc.unique(data.column("run_id")).to_pylist()
+    bad = sorted(r for r in runs if r != run_id)
     if bad:
         raise ValueError(f"rows of runs {bad} given while writing run '{run_id}'")
+    scope = f"run_id = {sql_quote(run_id)}"
+    if table.count_rows(scope) == 0:
+        if data.num_rows:
+            table.add(data)
+        return data.num_rows
     (table.merge_insert(key).when_matched_update_all().when_not_matched_insert_all()
-     .when_not_matched_by_source_delete(f"run_id = {sql_quote(run_id)}").execute(data))
+     .when_not_matched_by_source_delete(scope).execute(data))
     return data.num_rows
 
 
-def write_matches(conn: Any, run_id: str, rows: Sequence[MatchRow]) -> int:
-    """Replace run ``run_id``'s rows of ``ensemble_matches`` with ``rows``; returns the rows written."""
-    return _replace_run(_open(conn, ENSEMBLE_MATCHES, MATCHES_SCHEMA), "row_id", run_id, matches_to_arrow(rows))
+def write_matches(conn: Any, run_id: str, rows: pa.Table) -> int:
+    """Replace run ``run_id``'s rows of ``ensemble_matches`` with ``rows`` (a table of
+    :data:`MATCHES_SCHEMA`); returns the rows written."""
+    return _replace_run(_open(conn, ENSEMBLE_MATCHES, MATCHES_SCHEMA), MATCH_KEY, run_id,
+                        rows.select(MATCHES_SCHEMA.names).cast(MATCHES_SCHEMA))
 
 
 def write_metrics(conn: Any, run_id: str, rows: Sequence[MetricRow]) -> int:

@@ -144,6 +144,17 @@ def write_events(table: Any, events: Iterable[Event] | pa.Table, replace_scope: 
     return data.num_rows
 
 
+def replace_events(table: Any, data: pa.Table, scope: str) -> int:
+    """Make ``data`` the events of ``scope`` (SQL) in one atomic commit; every row of ``data``
+    must lie within ``scope``. A scope without rows yet is one append; otherwise the rows are
+    merged by ``event_id`` and the scope's other rows deleted (:func:`write_events`)."""
+    if table.count_rows(scope) == 0:
+        if data.num_rows:
+            table.add(data)
+        return data.num_rows
+    return write_events(table, data, replace_scope=scope)
+
+
 def ensure_event_indexes(table: Any) -> list[str]:
     """Create the missing scalar indexes of :data:`EVENT_INDEXES`; returns the columns indexed now."""
     if table.count_rows() == 0:

@@ -81,3 +81,13 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     conn = connect(str(tmp_path_factory.mktemp("ray-anchor")))
     with conn.local_ray_context():
         yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip tests marked ``slow`` unless ``VW_RUN_SLOW=1`` (they are kept out of `make test`)."""
+    if os.environ.get("VW_RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with VW_RUN_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
