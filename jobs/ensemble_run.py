@@ -410,15 +410,14 @@ def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> Ens
     matching = match_frame(inputs, options.tolerance_s)
     lap("match")
     fusion = fuse_matching(matching, options.fusion())
-    fused_frame = fusion.frame(options.name, run_id)
     lap("fuse")
-    result = EnsembleResult(run_id, options, inputs, truths, matching, fusion, fused_frame, notes=notes,
-                            timings_s=timings)
+    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
+    fused_job = pool.submit(fusion.frame, options.name, run_id)  # the event ids hash every fused event
     params = json.dumps(options.params(), sort_keys=True)
 
     def scored(i: int, model: str) -> tuple[ModelScore, pa.Table]:
         if model == options.name:
-            preds = fused_frame
+            preds = fused_job.result()
         else:
             preds = replace(inputs.take(np.flatnonzero(inputs.model == i)), models=(model,))
             preds.model = np.zeros(len(preds), dtype=np.int32)
@@ -426,10 +425,13 @@ def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> Ens
         return score, truth_match_rows(run_id, model, score.claims)
 
     # the compiled kernels and Arrow release the GIL: independent parts run on all cores
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+    with pool:
         model_rows = pool.submit(model_match_rows, run_id, matching)
-        fused_rows = pool.submit(fused_event_rows, fusion, fused_frame, run_id) if write else None
-        scoring = [pool.submit(scored, i, m) for i, m in enumerate(result.scored_models)] if options.score else []
+        scored_models = [*options.models, options.name]
+        scoring = [pool.submit(scored, i, m) for i, m in enumerate(scored_models)] if options.score else []
+        result = EnsembleResult(run_id, options, inputs, truths, matching, fusion, fused_job.result(), notes=notes,
+                                timings_s=timings)
+        fused_rows = pool.submit(fused_event_rows, fusion, result.fused_frame, run_id) if write else None
         parts = [model_rows.result()]
         for model, job in zip(result.scored_models, scoring, strict=False):
             score, rows = job.result()

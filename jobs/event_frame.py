@@ -162,13 +162,15 @@ def _prefix_keys(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:  # pragma
 
 def id_keys(ids: pa.Array) -> np.ndarray:
     """The first 8 bytes of each string as a big-endian ``uint64`` (orders like the strings' prefixes)."""
-    ids = pc.cast(ids, pa.large_string())
     if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.large_string())
+        ids = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.string())
+    if ids.type not in (pa.string(), pa.large_string()):
+        ids = pc.cast(ids, pa.string())
     if len(ids) == 0:
         return np.zeros(0, np.uint64)
     _, offsets_buf, data_buf = ids.buffers()
-    offsets = np.frombuffer(offsets_buf, dtype=np.int64)[ids.offset:ids.offset + len(ids) + 1]
+    width = np.int64 if ids.type == pa.large_string() else np.int32
+    offsets = np.frombuffer(offsets_buf, dtype=width)[ids.offset:ids.offset + len(ids) + 1].astype(np.int64)
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
     return _prefix_keys(offsets, data)
 
