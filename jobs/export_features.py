@@ -18,11 +18,9 @@ temporary file and leaves the earlier files untouched.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
-import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,13 +30,12 @@ from typing import Any
 import numpy as np
 
 from jobs.backfill import field_spec
+from jobs.file_names import safe_name
 from jobs.status import failed_rows
 from udfs.arrays import steps_from_arrow
 
 FAILED_FILE = "failed_videos.json"
 INDEX_FILE = "index.json"
-_PLAIN = re.compile(r"[A-Za-z0-9_.-]+")
-_MAX_NAME_BYTES = 200
 _READ_BATCH = 256
 
 
@@ -56,23 +53,6 @@ class ExportReport:
     out: str = ""
 
 
-def safe_name(video_id: str) -> str:
-    """A file name for ``video_id`` (without ``.npy``): injective, never a path, never hidden."""
-    if _PLAIN.fullmatch(video_id) and not video_id.startswith("."):
-        name = video_id
-    else:
-        name = "".join(
-            ch if _PLAIN.fullmatch(ch) and ch != "." else "".join(f"%{b:02X}" for b in ch.encode())
-            for ch in video_id
-        )
-        if not name:
-            name = "%"  # the empty id; no other id encodes to a lone "%"
-    if len(name.encode()) > _MAX_NAME_BYTES:
-        digest = hashlib.sha1(video_id.encode()).hexdigest()[:16]
-        name = name[: _MAX_NAME_BYTES - 17] + "~" + digest
-    return name
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
@@ -83,6 +63,18 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write(path: Path, data: bytes, report: ExportReport) -> None:
+    """:func:`atomic_write`, with a failure (disk full, read-only folder) as an :class:`ExportError`."""
+    try:
+        atomic_write(path, data)
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ExportError(
+            f"cannot write {path}: {reason}; stopped after {report.written} files (each complete; "
+            "files of earlier exports that were not rewritten are unchanged)"
+        ) from err
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -140,7 +132,7 @@ def export_features(
                     report.not_computed.append(vid)
                 continue
             name = safe_name(vid)
-            atomic_write(target / f"{name}.npy", _npy_bytes(value))
+            _write(target / f"{name}.npy", _npy_bytes(value), report)
             names[vid] = f"{name}.npy"
             report.written += 1
         if progress:
@@ -148,9 +140,9 @@ def export_features(
     for entry in report.failed:
         entry.pop("time", None)
         entry.pop("_rowaddr", None)
-    atomic_write(target / FAILED_FILE, json.dumps(report.failed, indent=2, ensure_ascii=False).encode())
+    _write(target / FAILED_FILE, json.dumps(report.failed, indent=2, ensure_ascii=False).encode(), report)
     index = {"column": column, "model": meta.get("vw.name"), "profile": meta.get("vw.profile"),
              "random_weights": meta.get("vw.random_weights") == "true", "fps": meta.get("vw.fps"),
              "files": names}
-    atomic_write(target / INDEX_FILE, json.dumps(index, indent=2, ensure_ascii=False).encode())
+    _write(target / INDEX_FILE, json.dumps(index, indent=2, ensure_ascii=False).encode(), report)
     return report

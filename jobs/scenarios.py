@@ -10,8 +10,10 @@ Export layout (one object per video, grouped by split)::
 
 ``image_path`` and ``latent_path`` are ``<frames dir>/<video_id>.png`` and
 ``<latents dir>/<scenario>/<video_id>.npz`` when those folders are given (where the frame
-extraction and latent preprocessing steps write), else null. Rows without a scenario (no
-caption, or not computed yet) and rows without a split are left out and counted.
+extraction and latent preprocessing steps write), else null. Ids and scenario names go through
+:func:`jobs.file_names.safe_name` (plain ids unchanged; ``../x`` becomes ``%2E%2E%2Fx``), so these
+paths always stay inside their folders. Rows without a scenario (no caption, or not computed
+yet) and rows without a split are left out and counted.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from jobs.file_names import safe_name
 from tables.connection import open_videos
 
 SCENARIO = "scenario"
@@ -177,11 +180,12 @@ def _entry(row: dict, frames_dir: str | None, latents_dir: str | None) -> dict[s
     vid = row["video_id"]
     return {
         "video_path": row["uri"],
-        "image_path": posixpath.join(frames_dir, f"{vid}.png") if frames_dir else None,
+        "image_path": posixpath.join(frames_dir, f"{safe_name(vid)}.png") if frames_dir else None,
         "caption": row["caption"],
         "prompt_variants": row["prompt_variants"],
         "scenario": row["scenario"],
-        "latent_path": posixpath.join(latents_dir, row["scenario"], f"{vid}.npz") if latents_dir else None,
+        "latent_path": (posixpath.join(latents_dir, safe_name(row["scenario"]), f"{safe_name(vid)}.npz")
+                        if latents_dir else None),
         "video_id": vid,
         "source": row["source"],
         "start_s": row["start_s"],

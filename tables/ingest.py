@@ -82,6 +82,7 @@ import pyarrow as pa
 
 from tables.events import sql_quote
 from tables.schema import VIDEOS_SCHEMA
+from udfs.redact import redact
 
 #: File extensions taken as videos when walking folders and expanding globs.
 VIDEO_EXTENSIONS = frozenset(
@@ -121,10 +122,14 @@ class IngestEntry:
 
 @dataclass
 class IngestFailure:
-    """An input or entry that was not ingested, and why."""
+    """An input or entry that was not ingested, and why (credentials in both are redacted)."""
 
     input: str
     reason: str
+
+    def __post_init__(self) -> None:
+        self.input = redact(self.input)
+        self.reason = redact(self.reason)
 
 
 @dataclass
@@ -232,7 +237,7 @@ def _expand_one(raw: str) -> tuple[list[IngestEntry], list[IngestFailure]]:
         uri = canonical_uri(raw)
         fs, path = storage.filesystem_for(uri)
         fs.invalidate_cache(path.rstrip("/"))  # see files added since an earlier listing
-        if any(c in path for c in _GLOB_CHARS) and not fs.exists(path):
+        if _may_glob(uri) and any(c in path for c in _GLOB_CHARS) and not fs.exists(path):
             return _expand_glob(raw, uri, fs, path)
         if raw.endswith("/") or fs.isdir(path):
             return _expand_folder(raw, uri, fs, path)
@@ -243,6 +248,11 @@ def _expand_one(raw: str) -> tuple[list[IngestEntry], list[IngestFailure]]:
         return [IngestEntry(uri=uri)], []
     except Exception as exc:  # any storage error is reported per input
         return [], [IngestFailure(raw, f"cannot read: {_describe_exc(exc)}")]
+
+
+def _may_glob(uri: str) -> bool:
+    """False for ``http(s)://`` URLs: their ``?`` starts a query (signed URLs), never a pattern."""
+    return uri.split("://", 1)[0].lower() not in ("http", "https") if _has_scheme(uri) else True
 
 
 def _expand_folder(
@@ -574,7 +584,8 @@ def _ids_by_key(rows: list[dict]) -> dict[str, str]:
 
 def _existing_ids(table: Any, ids: list[str], uris: list[str]) -> list[dict]:
     """Stored ``video_id, uri, start_s, end_s`` rows whose id or uri is one of those given."""
-    columns = ["video_id", "uri", "start_s", "end_s"]
+    present = set(table.schema.names)  # an older table may lack start_s / end_s
+    columns = [c for c in ("video_id", "uri", "start_s", "end_s") if c in present]
     rows = _query_in(table, "video_id", ids, columns) + _query_in(table, "uri", uris, columns)
     unique = {row["video_id"]: row for row in rows}
     return list(unique.values())
@@ -613,6 +624,10 @@ def _describe_exc(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if isinstance(exc, FileNotFoundError):
         return f"file not found ({text})"
+    if isinstance(exc, PermissionError) and "permission denied" not in text.lower():
+        return f"permission denied ({text})"
+    if not isinstance(exc, (ValueError, RuntimeError, OSError)) or getattr(exc, "code", None) is not None:
+        return _storage().describe_error(exc)  # e.g. an HTTP error of an object store
     return text
 
 
@@ -715,18 +730,13 @@ def _merge_metadata(stored: str | None, new: dict | None) -> str | None:
     return json.dumps(merged, ensure_ascii=False, sort_keys=True, default=str)
 
 
-#: SQL spelling of the base column types that can be added to an existing table.
-_SQL_TYPES = {pa.string(): "STRING", pa.float64(): "DOUBLE", pa.int32(): "INT", pa.int64(): "BIGINT"}
-
-
 def ensure_base_columns(table: Any) -> list[str]:
-    """Add the nullable scalar base columns an older ``videos`` table lacks (all NULL; stored
-    values untouched); returns their names. Other missing columns are left out of writes."""
+    """Add the nullable base columns an older ``videos`` table lacks (all NULL, in one commit that
+    rewrites no data; stored values untouched); returns their names."""
     present = set(table.schema.names)
-    missing = [f for f in VIDEOS_SCHEMA if f.name not in present and f.nullable and f.type in _SQL_TYPES]
-    for f in missing:
-        table.add_columns({f.name: f"CAST(NULL AS {_SQL_TYPES[f.type]})"})
+    missing = [f for f in VIDEOS_SCHEMA if f.name not in present and f.nullable]
     if missing:
+        table.to_lance().add_columns(pa.schema(missing))
         table.checkout_latest()
     return [f.name for f in missing]
 

@@ -81,6 +81,7 @@ import numpy as np
 import torch
 
 from udfs import storage
+from udfs.redact import redact
 
 PLAN_KINDS = ("uniform", "fps")
 METHODS = ("auto", "seek", "sequential")
@@ -198,11 +199,14 @@ class _Opened:
 
 
 def _label(source: Any, name: str | None) -> str:
+    """How errors name a source (credentials in URIs redacted)."""
     if isinstance(source, (str, os.PathLike)):
         uri = os.fspath(source)
-        return f"{name} ({uri})" if name and name != uri else uri
+        if not name or name == uri:
+            return redact(uri)
+        return redact(name if uri in name else f"{name} ({uri})")
     if name:
-        return name
+        return redact(name)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return f"<{len(source)} bytes>"
     return str(getattr(source, "path", None) or getattr(source, "name", None) or "<file object>")
@@ -232,6 +236,11 @@ def _open_source(source: Source, name: str | None, block_size: int | None) -> It
                 raise VideoDecodeError(f"{label}: is a directory, not a video file")
             if os.path.getsize(path) == 0:
                 raise VideoDecodeError(f"{label}: empty file (0 bytes)")
+            try:
+                with open(path, "rb"):
+                    pass
+            except PermissionError as exc:
+                raise PermissionError(f"{label}: permission denied (this process may not read the file)") from exc
             yield _Opened(path, label, remote=False)
     elif isinstance(source, io.TextIOBase):
         raise TypeError(f"{label}: opened in text mode; open videos with 'rb'")

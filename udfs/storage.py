@@ -11,6 +11,13 @@ Environment:
 ``STORAGE_EMULATOR_HOST``
     When set (a local GCS emulator) and no credentials are configured, ``gs://`` URIs are
     opened anonymously.
+
+Failures: the filesystems retry transient errors themselves (gcsfs retries HTTP 408, 429 and
+500-504 and connection errors 6 times with exponential backoff, about 18 s in all; s3fs and
+the HTTP filesystem have their own policies). What still fails after that surfaces as
+:class:`StorageError` naming the URI (credentials redacted) and the HTTP status, both when a
+remote file is opened and on every later read or seek; a missing object is a
+``FileNotFoundError`` naming the URI.
 """
 
 from __future__ import annotations
@@ -21,6 +28,10 @@ from typing import IO, Any
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
+from udfs.redact import install_log_redaction, redact
+
+install_log_redaction()  # libraries log the URIs they open; keep credentials out of those lines
+
 DEFAULT_BLOCK_SIZE = 16 * 2**20
 BLOCK_SIZE_ENV = "BLOCK_SIZE"
 _LOCAL_PROTOCOLS = frozenset({None, "file", "local"})
@@ -29,6 +40,85 @@ _GCS_PROTOCOLS = frozenset({"gs", "gcs"})
 CACHE_TYPE = "blockcache"
 # Blocks kept per open remote file: bounds its cache at MAX_BLOCKS * block_size bytes.
 MAX_BLOCKS = 8
+
+
+class StorageError(OSError):
+    """Reading a remote object failed after the filesystem's own retries (message names the URI)."""
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for a storage failure: the HTTP status and message when there is one."""
+    code = getattr(exc, "code", None) or getattr(exc, "status", None)
+    message = str(getattr(exc, "message", "") or exc).strip() or type(exc).__name__
+    if isinstance(code, int) and 100 <= code <= 599:
+        return redact(f"HTTP {code} from the storage service ({message.removesuffix(f', {code}')})")
+    return redact(message)
+
+
+def _storage_error(uri: str, doing: str, exc: BaseException) -> OSError:
+    if isinstance(exc, FileNotFoundError):
+        return FileNotFoundError(f"no such file: {redact(uri)}")  # raised without its cause (credentials)
+    return StorageError(f"{redact(uri)}: {doing} failed: {describe_error(exc)}")
+
+
+class _RemoteReader:
+    """A remote file whose read / seek failures are :class:`StorageError` naming the URI."""
+
+    def __init__(self, handle: Any, uri: str) -> None:
+        self._handle = handle
+        self._uri = uri
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all when negative)."""
+        try:
+            return self._handle.read(size)
+        except StorageError:
+            raise
+        except Exception as exc:
+            raise _storage_error(self._uri, "reading", exc) from None  # the cause may quote credentials
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into ``buffer``; returns the number of bytes read."""
+        data = self.read(len(memoryview(buffer)))
+        memoryview(buffer)[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Move to ``offset`` (``whence`` as in :meth:`io.IOBase.seek`)."""
+        try:
+            return self._handle.seek(offset, whence)
+        except Exception as exc:
+            raise _storage_error(self._uri, "seeking", exc) from None
+
+    def tell(self) -> int:
+        """The current position."""
+        return self._handle.tell()
+
+    def seekable(self) -> bool:
+        """Always True (fsspec files support random access)."""
+        return True
+
+    def readable(self) -> bool:
+        """Always True."""
+        return True
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self._handle.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once closed."""
+        return bool(self._handle.closed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def __enter__(self) -> _RemoteReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def is_remote(uri: str) -> bool:
@@ -90,6 +180,9 @@ def open_binary(uri: str, block_size: int | None = None) -> IO[bytes]:
 
     Raises:
         FileNotFoundError: the object does not exist; the message contains ``uri``.
+        StorageError: the object cannot be read (after the filesystem's retries); reads and
+            seeks of the returned file raise it too.
+        PermissionError: a local file that this process may not read.
     """
     uri = os.fspath(uri)
     if not is_remote(uri):
@@ -97,12 +190,15 @@ def open_binary(uri: str, block_size: int | None = None) -> IO[bytes]:
             return open(local_path(uri), "rb")  # noqa: SIM115 - the caller closes it
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"no such file: {uri}") from exc
+        except PermissionError as exc:
+            raise PermissionError(f"permission denied: cannot read {uri}") from exc
     fs, path = filesystem_for(uri)
     size = block_size if block_size is not None else _block_size_from_env()
     try:
-        return fs.open(
+        handle = fs.open(
             path, "rb", block_size=size, cache_type=CACHE_TYPE,
             cache_options={"maxblocks": MAX_BLOCKS},
         )
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"no such file: {uri}") from exc
+    except Exception as exc:
+        raise _storage_error(uri, "opening", exc) from None  # the cause may quote credentials
+    return _RemoteReader(handle, uri)  # type: ignore[return-value]
