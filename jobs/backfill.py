@@ -6,17 +6,28 @@ because every backfill job carries a fixed start-up cost. A backfill is
 * incremental: only rows whose value is NULL (or was computed by an older UDF version);
 * resumable: geneva checkpoints each batch, so a killed run picks up where it stopped;
 * filterable: ``where`` restricts it further (combined with "not yet computed").
+
+Each job's driver (this process) is recorded before the job starts (:mod:`jobs.job_drivers`),
+so a job left RUNNING by a killed driver is recognised as abandoned: the next backfill of the
+same table marks it FAILED with the reason before it starts.
+
+Where Ray runs: ``--cluster NAME`` (a defined cluster), else the Ray named by ``RAY_ADDRESS``
+(Ray's own convention: a ``host:port`` GCS address of a Ray started with ``ray start --head``
+from the same environment; the command joins it as a driver, and its workers end when the
+command does, or is killed), else a local Ray started for the duration of the command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from jobs.job_drivers import mark_abandoned, record_driver
 from manifests.clusters import ClusterSpec
 from tables.connection import open_videos, table_exists
 from tables.names import VIDEOS, WINDOWS, frame_features_column, pooled_column, times_column, video_embedding_column
@@ -343,8 +354,37 @@ def ray_session(
         # Already inside a Ray context (a notebook, a test session): reuse it.
         yield
         return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        with joined_ray(address), conn.local_ray_context():
+            yield
+        return
     with conn.local_ray_context():
         yield
+
+
+@contextlib.contextmanager
+def joined_ray(address: str) -> Iterator[None]:
+    """Join the running Ray at ``address`` (``host:port`` or ``auto``) as a driver for the block.
+
+    geneva's local context then runs its jobs there instead of starting a Ray of its own. A Ray
+    client address (``ray://``) is refused: such clusters are defined with ``vw clusters`` and
+    named with ``--cluster``, so their workers get the manifest they need.
+    """
+    import logging
+
+    import ray
+
+    if "://" in address:
+        raise BackfillError(
+            f"RAY_ADDRESS={address!r} is a Ray client address: define the cluster (type ray) in the "
+            "clusters file and use --cluster NAME, or give the GCS address host:port of a local Ray"
+        )
+    ray.init(address=address, log_to_driver=True, logging_level=logging.INFO)
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def recent_errors(table: Any, column: str, limit: int = 5) -> list[dict[str, Any]]:
@@ -392,6 +432,9 @@ def run_backfill(
             tables[stage.table] = open_stage_table(conn, stage)
             _validate_where(tables[stage.table], opts.where)
     specs = [stage.spec(opts) for stage in stages]
+    for name in tables:
+        for job in mark_abandoned(conn, name):
+            log(f"job {job.job_id} ({job.column}) was abandoned by its driver ({job.driver}): marked FAILED")
     changed: dict[str, bool] = {}
     for stage, spec in zip(stages, specs, strict=True):
         log(f"model: {spec.label()}")
@@ -400,7 +443,8 @@ def run_backfill(
     with ray_session(conn, target, [s.name for s in stages]):
         for stage, spec in zip(stages, specs, strict=True):
             for col in stage.columns():
-                reports.append(_backfill_one(tables[stage.table], col, spec, opts, changed.get(col, True), log=log))
+                reports.append(_backfill_one(tables[stage.table], col, spec, opts, changed.get(col, True), log=log,
+                                             conn=conn))
     return reports
 
 
@@ -438,9 +482,40 @@ def _failed_in_scope(table: Any, col: str, scope: str | None) -> int:
     return missing if not untried else 0
 
 
+#: Jobs started for one column when concurrent writes make geneva's commit conflict.
+COMMIT_ATTEMPTS = 3
+
+
+def is_commit_conflict(err: BaseException) -> bool:
+    """True when ``err`` (or its cause) is Lance refusing a commit because of a concurrent write.
+
+    geneva retries the conflicts Lance calls retryable; the others (a concurrent update or
+    compaction rewrote the fragments the job computed values for) fail the job, and only a new
+    job planned on the new version can fill those rows.
+    """
+    from lance.commit import CommitConflictError
+
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, CommitConflictError) or "CommitConflictError" in type(current).__name__:
+            return True
+        text = str(current)
+        if "CommitConflictError" in text or "Incompatible transaction" in text:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[-1][:300] if text else type(err).__name__
+
+
 def _backfill_one(
     table: Any, col: str, spec: ModelSpec, opts: BackfillOptions, new_version: bool,
-    log: Callable[[str], None],
+    log: Callable[[str], None], conn: Any = None,
 ) -> ColumnReport:
     table.checkout_latest()
     scope = f"({opts.where})" if opts.where else None
@@ -458,12 +533,24 @@ def _backfill_one(
     log(f"backfill {col}: {rows - filled_before} of {rows} rows to compute"
         + (f", {recompute} to recompute (new UDF version)" if recompute else ""))
     start = time.monotonic()
-    result = table.backfill(
-        col, where=_where_for(missing_filter(table, col), opts), concurrency=opts.concurrency
-    )
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        job_id = uuid.uuid4().hex
+        if conn is not None:
+            record_driver(conn, job_id, table.name, col)
+        try:
+            result = table.backfill(
+                col, where=_where_for(missing_filter(table, col), opts), concurrency=opts.concurrency, job_id=job_id
+            )
+            break
+        except Exception as err:
+            if attempt == COMMIT_ATTEMPTS or not is_commit_conflict(err):
+                raise
+            log(f"backfill {col}: a concurrent write replaced rows this job computed ({_first_line(err)}); "
+                f"running it again on the new table version (attempt {attempt + 1} of {COMMIT_ATTEMPTS})")
+            table.checkout_latest()
     seconds = time.monotonic() - start
     filled_after = _filled(table, col, scope, rows)
-    job_id = getattr(result, "job_id", None)
+    job_id = getattr(result, "job_id", None) or job_id
     errors = [e for e in recent_errors(table, col, limit=1000) if e["job_id"] == job_id]
     return ColumnReport(
         column=col,

@@ -24,7 +24,9 @@ DbOpt = Annotated[
 
 
 def _err(msg: str) -> None:
-    typer.echo(msg, err=True)
+    from udfs.redact import redact
+
+    typer.echo(redact(msg), err=True)  # error text may quote URIs or settings holding credentials
 
 
 def _connect(db: str | None) -> Any:
@@ -178,12 +180,19 @@ def backfill(
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    clean: Annotated[
+        bool, typer.Option("--clean", help="Mark jobs abandoned by a driver that is gone (killed) as FAILED.")
+    ] = False,
     db: DbOpt = None,
 ) -> None:
-    """Rows, computed columns (filled / missing / failed), last errors and version of each table."""
+    """Rows, computed columns (filled / missing / failed), last errors, jobs and version of each table."""
+    from jobs.job_drivers import mark_abandoned
     from jobs.status import as_dict, index_lines, warehouse_status
 
     conn = _connect(db)
+    if clean:
+        for job in mark_abandoned(conn):
+            _err(f"job {job.job_id} ({job.table}.{job.column}): its driver ({job.driver}) is gone; marked FAILED")
     tables = warehouse_status(conn)
     if as_json:
         typer.echo(json.dumps(as_dict(tables), indent=2, default=str))
@@ -200,6 +209,9 @@ def status(
             typer.echo(line)
         for job in t.running_jobs:
             typer.echo(f"  job {job} is recorded as RUNNING")
+        for job in t.abandoned_jobs:
+            typer.echo(f"  job {job['job_id']} ({job['column']}) is recorded as {job['status']} but ABANDONED: "
+                       f"its driver ({job['driver']}) is gone (`vw status --clean` marks it FAILED)")
 
 
 @app.command()

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from jobs.backfill import field_spec, missing_filter, recent_errors
+from jobs.job_drivers import classify
 from tables.indexes import index_states
 
 
@@ -29,7 +30,10 @@ class TableStatus:
     rows: int
     version: int
     columns: list[ColumnStatus]
+    #: Jobs recorded as PENDING / RUNNING whose driver is alive (or cannot be checked from here).
     running_jobs: list[str] = field(default_factory=list)
+    #: Jobs recorded as PENDING / RUNNING whose driver is gone (see :mod:`jobs.job_drivers`).
+    abandoned_jobs: list[dict[str, Any]] = field(default_factory=list)
     #: Indexes of the table: name, columns, type, indexed_rows, unindexed_rows.
     indexes: list[dict[str, Any]] = field(default_factory=list)
 
@@ -98,16 +102,14 @@ def column_status(table: Any, column: str) -> ColumnStatus:
 def table_status(conn: Any, name: str) -> TableStatus:
     """Status of one table of the warehouse."""
     table = conn.open_table(name)
-    try:
-        running = [j.job_id for j in conn.list_jobs(table_name=name, status="RUNNING")]
-    except Exception:  # noqa: BLE001 - job history may not exist yet
-        running = []
+    active = classify(conn, name)
     return TableStatus(
         table=name,
         rows=table.count_rows(),
         version=table.version,
         columns=[column_status(table, c) for c in computed_columns(table)],
-        running_jobs=running,
+        running_jobs=[j.job_id for j in active if j.state != "abandoned"],
+        abandoned_jobs=[j.as_dict() for j in active if j.state == "abandoned"],
         indexes=index_states(table),
     )
 

@@ -392,5 +392,7 @@ def detections_udf(key: str, spec: ModelSpec, model: str | None = None, batch_si
         num_cpus=1,
         num_gpus=gpus,
         checkpoint_size=checkpoint_size or max(4 * batch_size, 8),
+        # a fixed size (no adaptive growth): a killed run loses at most one checkpoint
+        max_checkpoint_size=checkpoint_size or max(4 * batch_size, 8),
         on_error=skip_on_error(),
     )

@@ -43,6 +43,7 @@ from udfs.batching import OutcomeCache, default_device
 from udfs.decode import SamplingPlan, decode_chunks
 from udfs.frame_models import FrameEncoder
 from udfs.models import ModelSpec, frame_features_spec, resolve_profile
+from udfs.trace import StageTrace, trace_path_from_env
 
 times_column = names.times_column
 
@@ -104,6 +105,7 @@ class FrameFeatures:
         device: str | None = None,
         decode_threads: int | None = None,
         cache_rows: int = 1024,
+        trace: str | None = None,
     ) -> None:
         self.profile = resolve_profile(profile, "frame_features")
         self.model = model
@@ -115,6 +117,8 @@ class FrameFeatures:
         self.cache_rows = cache_rows
         self._encoder: FrameEncoder | None = None
         self._done = OutcomeCache(cache_rows)
+        #: Pipeline events to ``trace`` (default ``$VW_TRACE``; see :mod:`udfs.trace`).
+        self.trace = StageTrace(trace_path_from_env(trace), "frame_features")
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -136,6 +140,7 @@ class FrameFeatures:
             (video_id[i].as_py(), uri[i].as_py(), optional_float(start_s, i), optional_float(end_s, i))
             for i in range(len(uri))
         ]
+        self.trace.event("batch_start", [k[0] for k in keys])
         todo = [k for k in dict.fromkeys(keys) if k not in self._done]
         if todo:
             self._run(todo)
@@ -143,7 +148,9 @@ class FrameFeatures:
         rows = [self._done[k] for k in keys]
         for k in keys:
             self._done.pop(k)
-        return steps_to_arrow(rows, self.encoder.dim)
+        out = steps_to_arrow(rows, self.encoder.dim)
+        self.trace.event("batch_end", [k[0] for k in keys])
+        return out
 
     def features(self, uri: str, start_s: float | None = None, end_s: float | None = None,
                  name: str | None = None) -> np.ndarray:
@@ -180,12 +187,15 @@ class FrameFeatures:
                     continue
             return False
 
+        self.trace.event("decode_start", [key[0]])
         try:
             for frames in self._chunks(key):
                 if not put((key, frames)):
                     return
+            self.trace.event("decode_end", [key[0]])
             put((key, None))
         except Exception as err:  # noqa: BLE001 - reported for this row only
+            self.trace.event("decode_end", [key[0]], error=type(err).__name__)
             put((key, err))
 
     def _run(self, keys: list[tuple]) -> None:
@@ -231,7 +241,11 @@ class FrameFeatures:
                 encoder: FrameEncoder, batch_size: int) -> None:
         if not pending:
             return
+        ids = list(dict.fromkeys(k[0] for k, _ in pending))
+        frames = sum(len(f) for _, f in pending)
+        self.trace.event("model_start", ids, frames=frames)
         vectors = encoder.encode_many([f for _, f in pending], batch_size)
+        self.trace.event("model_end", ids, frames=frames)
         offset = 0
         for key, f in pending:
             video = videos[key]
@@ -304,6 +318,7 @@ def frame_features_udf(
     spec = frame_features_spec(profile, model)
     rate = fps_from_env(fps)
     gpus = num_gpus if num_gpus is not None else 0.0
+    size = checkpoint_size or (max(4 * batch_size, 32) if gpus else max(batch_size, 8))
     return udf(
         FrameFeatures(spec.profile, model, rate, frame_batch),
         data_type=embedding_steps_type(spec.dim),
@@ -312,7 +327,10 @@ def frame_features_udf(
         input_columns=["video_id", "uri", "start_s", "end_s"],
         num_cpus=1,
         num_gpus=gpus,
-        checkpoint_size=checkpoint_size or (max(4 * batch_size, 32) if gpus else max(batch_size, 8)),
+        checkpoint_size=size,
+        # geneva grows checkpoints adaptively up to the read task size; capping them keeps what a
+        # killed run can lose to one checkpoint of `size` rows.
+        max_checkpoint_size=size,
         on_error=skip_on_error(),
     )
 

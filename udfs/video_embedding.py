@@ -39,6 +39,7 @@ from udfs.batching import OutcomeCache, default_device, run_adaptive
 from udfs.decode import SamplingPlan, decode
 from udfs.models import ModelSpec, load_vjepa2, resolve_profile, vjepa2_spec
 from udfs.preprocess import ImageTransform, apply_transform
+from udfs.trace import StageTrace, trace_path_from_env
 
 NUM_FRAMES_ENV = "NUM_FRAMES"
 DEFAULT_NUM_FRAMES = 64
@@ -144,6 +145,7 @@ class VideoEmbedding:
         device: str | None = None,
         decode_threads: int | None = None,
         cache_rows: int = 4096,
+        trace: str | None = None,
     ) -> None:
         self.profile = resolve_profile(profile, "video_embedding")
         self.model = model
@@ -156,6 +158,8 @@ class VideoEmbedding:
         self._embedder: VJEPA2Embedder | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._done = OutcomeCache(cache_rows)
+        #: Pipeline events to ``trace`` (default ``$VW_TRACE``; see :mod:`udfs.trace`).
+        self.trace = StageTrace(trace_path_from_env(trace), "video_embedding")
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -168,7 +172,13 @@ class VideoEmbedding:
         device = self._embedder.device if self._embedder else "cpu"
         # Decode on the CPU; NVDEC is used only when explicitly asked for (VW_DECODE_DEVICE).
         dec_device = os.environ.get("VW_DECODE_DEVICE", "cpu") if device != "cpu" else "cpu"
-        frames = decode(uri, plan, device=dec_device, name=f"{video_id} ({uri})").data
+        self.trace.event("decode_start", [video_id])
+        try:
+            frames = decode(uri, plan, device=dec_device, name=f"{video_id} ({uri})").data
+        except Exception as err:
+            self.trace.event("decode_end", [video_id], error=type(err).__name__)
+            raise
+        self.trace.event("decode_end", [video_id])
         if device.startswith("cuda") and frames.device.type == "cpu":
             frames = frames.pin_memory()
         return frames
@@ -189,6 +199,7 @@ class VideoEmbedding:
             (video_id[i].as_py(), uri[i].as_py(), optional_float(start_s, i), optional_float(end_s, i))
             for i in range(len(uri))
         ]
+        self.trace.event("batch_start", [k[0] for k in keys])
         todo = iter([k for k in dict.fromkeys(keys) if k not in self._done])
         pending: deque[tuple[tuple, Future]] = deque()
         ready: list[tuple[tuple, Any]] = []
@@ -213,12 +224,17 @@ class VideoEmbedding:
         for k in keys:
             self._done.pop(k)
         dim = int(steps[0].shape[-1]) if steps else vjepa2_spec(self.profile, self.model).dim
-        return steps_to_arrow(steps, dim)
+        out = steps_to_arrow(steps, dim)
+        self.trace.event("batch_end", [k[0] for k in keys])
+        return out
 
     def _embed_ready(self, ready: list[tuple[tuple, Any]]) -> None:
         if not ready or self._embedder is None:
             return
+        ids = [key[0] for key, _ in ready]
+        self.trace.event("model_start", ids, frames=sum(len(clip) for _, clip in ready))
         out = self._embedder.embed_adaptive([clip for _, clip in ready], self.batch_size)
+        self.trace.event("model_end", ids)
         for (key, _), emb in zip(ready, out, strict=True):
             self._done.put(key, emb)
 
@@ -264,6 +280,8 @@ def video_embedding_udf(
     frames = num_frames_from_env(num_frames)
     meta = spec.field_metadata() | {"vw.num_frames": str(frames), "vw.steps": str(frames // 2)}
     gpus = num_gpus if num_gpus is not None else 0.0
+    # Larger checkpoints on a GPU keep decode threads ahead of the model across batches.
+    size = checkpoint_size or (max(4 * batch_size, 32) if gpus else max(batch_size, 8))
     return udf(
         VideoEmbedding(spec.profile, model, frames, batch_size, device),
         data_type=embedding_steps_type(spec.dim),
@@ -271,8 +289,10 @@ def video_embedding_udf(
         field_metadata=meta,
         num_cpus=1,
         num_gpus=gpus,
-        # Larger checkpoints on a GPU keep decode threads ahead of the model across batches.
-        checkpoint_size=checkpoint_size or (max(4 * batch_size, 32) if gpus else max(batch_size, 8)),
+        checkpoint_size=size,
+        # geneva grows checkpoints adaptively up to the read task size; capping them keeps what a
+        # killed run can lose to one checkpoint of `size` rows.
+        max_checkpoint_size=size,
         on_error=skip_on_error(),
     )
 
