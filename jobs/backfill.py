@@ -231,14 +231,21 @@ def ensure_columns(table: Any, stage: Stage, opts: BackfillOptions, spec: ModelS
     """
     changed: dict[str, bool] = {}
     for col, fn in stage.udfs(opts, spec):
-        stored = field_spec(table, col).get(UDF_VERSION_KEY)
         fn.field_metadata = dict(fn.field_metadata or {}) | {UDF_VERSION_KEY: str(fn.version)}
-        if _check_compatible(table, col, spec, opts.replace):
-            table.add_columns({col: fn})
-            changed[col] = True
-        else:
-            table.alter_columns({"path": col, "udf": fn})
-            changed[col] = stored != str(fn.version)
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                stored = field_spec(table, col).get(UDF_VERSION_KEY)
+                if _check_compatible(table, col, spec, opts.replace):
+                    table.add_columns({col: fn})
+                    changed[col] = True
+                else:
+                    table.alter_columns({"path": col, "udf": fn})
+                    changed[col] = stored != str(fn.version)
+                break
+            except Exception as err:  # a concurrent schema change (another backfill) preempted ours
+                if attempt == COMMIT_ATTEMPTS or not is_commit_conflict(err):
+                    raise
+                table.checkout_latest()
     return changed
 
 
@@ -502,7 +509,8 @@ def is_commit_conflict(err: BaseException) -> bool:
         if isinstance(current, CommitConflictError) or "CommitConflictError" in type(current).__name__:
             return True
         text = str(current)
-        if "CommitConflictError" in text or "Incompatible transaction" in text:
+        if ("CommitConflictError" in text or "Incompatible transaction" in text
+                or "commit conflict" in text.lower()):
             return True
         current = current.__cause__ or current.__context__
     return False

@@ -217,4 +217,7 @@ def test_commit_conflicts_are_recognised() -> None:
     wrapped = RuntimeError("the backfill job failed")
     wrapped.__cause__ = CommitConflictError("concurrent Update")
     assert is_commit_conflict(wrapped)
+    # two backfills adding their columns at once: Lance's own retryable conflict, as a RuntimeError
+    assert is_commit_conflict(RuntimeError("lance error: Retryable commit conflict for version 6: This Merge "
+                                           "transaction was preempted by concurrent transaction UpdateConfig"))
     assert not is_commit_conflict(ValueError("invalid --where 'x ='"))
