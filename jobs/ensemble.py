@@ -45,6 +45,7 @@ from jobs.ensemble_kernels import (
     keyed_sha1_hex,
     soft_nms,
     sort_runs,
+    spread,
 )
 from jobs.event_frame import Column, EventFrame, Vocab, frame_from_detections, id_keys, shared_vocab
 from tables.events import event_id
@@ -214,17 +215,11 @@ def match_frame(frame: EventFrame, tolerance_s: float) -> Matching:
     # number the groups: by video, earliest member time, the first member's label and id
     rank, _ = grouped_order(frame.video[first].astype(np.int64), n_videos, earliest,
                             frame.label[first].astype(np.float64), frame.key[first])
-    members = by_seed[_spread(heads[rank], sizes[rank])]
+    members = by_seed[spread(heads[rank], sizes[rank])]
     group = np.empty(n, dtype=np.int64)
     group[members] = np.repeat(np.arange(len(rank)), sizes[rank])
     starts = np.concatenate([[0], np.cumsum(sizes[rank])]).astype(np.int64)
     return Matching(frame, group, category[first][rank].astype(np.int64), members, starts)
-
-
-def _spread(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(s, s + k) for s, k in zip(starts, sizes)])`` without the loop."""
-    offsets = np.concatenate([[0], np.cumsum(sizes)])
-    return np.repeat(starts - offsets[:-1], sizes) + np.arange(offsets[-1])
 
 
 def match_models(detections: Iterable[Detection], models: Sequence[str], tolerance_s: float) -> list[Group]:
@@ -444,7 +439,7 @@ def fuse_matching(matching: Matching, options: FusionOptions) -> Fused:
                                np.zeros(len(kept), np.uint64))[0]]
     src_sizes = sizes[final]
     src_starts = np.concatenate([[0], np.cumsum(src_sizes)]).astype(np.int64)
-    src = order[_spread(starts[final], src_sizes)]
+    src = order[spread(starts[final], src_sizes)]
     return Fused(frame, video[final], label[final], time_s[final], conf[final],
                  team.take(pa.array(final, pa.int64())), category[final], src, src_starts)
 

@@ -464,3 +464,9 @@ def keyed_sha1_hex(head_data: np.ndarray, head_starts: np.ndarray, head: np.ndar
             nibble = (word >> np.uint32(28 - 4 * (j % 8))) & np.uint32(0xF)
             out[i * hex_digits + j] = hexchars[nibble]
     return out
+
+
+def spread(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(s, s + k) for s, k in zip(starts, sizes)])`` without the loop."""
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], sizes) + np.arange(offsets[-1])

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jobs.ensemble import Fused, Matching, category_names
-from jobs.ensemble_kernels import first_max
+from jobs.ensemble_kernels import first_max, spread
 from jobs.event_frame import EventFrame
 from jobs.spotting_metrics import TruthClaims
 from tables.ensemble_results import MATCHES_SCHEMA, SCOPE_GROUND_TRUTH, SCOPE_MODELS
@@ -38,13 +38,6 @@ def _lists(offsets: np.ndarray, values: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(np.asarray(offsets, dtype=np.int32), pa.int32()), values)
 
 
-def _spread(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(s, s + k) for s, k in zip(starts, sizes)])`` without the loop."""
-    total = int(sizes.sum())
-    offsets = np.concatenate([[0], np.cumsum(sizes)])[:-1]
-    return np.repeat(starts, sizes) + np.arange(total) - np.repeat(offsets, sizes)
-
-
 def _table(columns: dict[str, pa.Array], n: int, run_id: str) -> pa.Table:
     now = dt.datetime.now(dt.UTC)
     data = {}
@@ -66,7 +59,7 @@ def model_match_rows(run_id: str, matching: Matching) -> pa.Table:
     row_group = matching.group[rows]
     row_size = sizes[row_group]
     # every member of the row's group, then the same without the row itself
-    flat = rows[_spread(matching.starts[row_group], row_size)] if len(rows) else rows
+    flat = rows[spread(matching.starts[row_group], row_size)] if len(rows) else rows
     row_of_flat = np.repeat(np.arange(len(rows)), row_size)
     is_partner = flat != rows[row_of_flat]
     partners = flat[is_partner]

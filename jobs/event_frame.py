@@ -106,10 +106,6 @@ class EventFrame:
             half=None if self.half is None else self.half[idx],
         )
 
-    def of_model(self, model: str) -> EventFrame:
-        """The events of ``model`` (empty when it has none)."""
-        return self.take(np.flatnonzero(self.model == self.models.index(model)))
-
     def detections(self, idx: np.ndarray | None = None) -> list[Detection]:
         """Events (all, or those at ``idx``) as :class:`Detection` records."""
         idx = np.arange(len(self)) if idx is None else np.asarray(idx, dtype=np.int64)
