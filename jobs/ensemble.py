@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.arrow_build import constant
 from jobs.detections import Detection
 from jobs.ensemble_kernels import (
     bucket_starts,
@@ -324,7 +325,7 @@ class Fused:
         return EventFrame(self.inputs.vocab, (model,), self.video.copy(), self.label.copy(),
                           np.zeros(n, dtype=np.int32), self.time.copy(), self.conf.copy(),
                           id_keys(ids), np.ones(n, dtype=bool), Column(ids), Column(self.team),
-                          Column(pa.array([run_id] * n, pa.string())))
+                          Column(constant(run_id, n, pa.string())))
 
     def events(self, which: np.ndarray | None = None) -> list[FusedEvent]:
         """Fused events (all, or those at ``which``) as :class:`FusedEvent` records."""

@@ -281,51 +281,85 @@ def _less(a: int, b: int, k1: np.ndarray, k2: np.ndarray, k3: np.ndarray) -> boo
 
 
 @numba.njit(cache=True, nogil=True)
+def _insertion_sort(order: np.ndarray, s: int, e: int, k1: np.ndarray, k2: np.ndarray,
+                    k3: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Stable insertion sort of ``order[s:e]`` by ``(k1, k2, k3)`` of its elements."""
+    for i in range(s + 1, e):
+        x = order[i]
+        j = i - 1
+        while j >= s and _less(x, order[j], k1, k2, k3):
+            order[j + 1] = order[j]
+            j -= 1
+        order[j + 1] = x
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_sort(order: np.ndarray, s: int, e: int, k1: np.ndarray, k2: np.ndarray, k3: np.ndarray,
+                buf: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Stable bottom-up merge sort of ``order[s:e]`` by ``(k1, k2, k3)`` (``buf``: scratch space)."""
+    n = e - s
+    src, dst = order, buf
+    width = 1
+    while width < n:
+        for lo in range(s, e, 2 * width):
+            mid, hi = min(lo + width, e), min(lo + 2 * width, e)
+            i, j, k = lo, mid, lo
+            while i < mid and j < hi:
+                if _less(src[j], src[i], k1, k2, k3):
+                    dst[k] = src[j]
+                    j += 1
+                else:
+                    dst[k] = src[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst[k] = src[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst[k] = src[j]
+                j += 1
+                k += 1
+        src, dst = dst, src
+        width *= 2
+    if src is not order:
+        order[s:e] = src[s:e]
+
+
+@numba.njit(cache=True, nogil=True)
 def sort_runs(order: np.ndarray, starts: np.ndarray, k1: np.ndarray, k2: np.ndarray,
               k3: np.ndarray) -> None:  # pragma: no cover - compiled
     """Sort every run ``order[starts[r]:starts[r + 1]]`` in place by ``(k1, k2, k3)`` of its
-    elements, stably (insertion sort for short runs, bottom-up merge sort otherwise)."""
+    elements, stably. Short runs: insertion sort. Longer ones: a stable sort of the run's ``k1``
+    values gathered into one contiguous buffer, then the spans of equal ``k1`` by ``(k2, k3)``."""
+    longest = 0
+    for r in range(len(starts) - 1):
+        longest = max(longest, starts[r + 1] - starts[r])
+    keys = np.empty(longest, dtype=np.float64)
+    moved = np.empty(longest, dtype=np.int64)
     buf = np.empty(len(order), dtype=np.int64)
     for r in range(len(starts) - 1):
         s, e = starts[r], starts[r + 1]
         n = e - s
-        if n < 2:
-            continue
         if n <= 16:
-            for i in range(s + 1, e):
-                x = order[i]
-                j = i - 1
-                while j >= s and _less(x, order[j], k1, k2, k3):
-                    order[j + 1] = order[j]
-                    j -= 1
-                order[j + 1] = x
+            _insertion_sort(order, s, e, k1, k2, k3)
             continue
-        src, dst = order, buf
-        width = 1
-        while width < n:
-            for lo in range(s, e, 2 * width):
-                mid, hi = min(lo + width, e), min(lo + 2 * width, e)
-                i, j, k = lo, mid, lo
-                while i < mid and j < hi:
-                    if _less(src[j], src[i], k1, k2, k3):
-                        dst[k] = src[j]
-                        j += 1
-                    else:
-                        dst[k] = src[i]
-                        i += 1
-                    k += 1
-                while i < mid:
-                    dst[k] = src[i]
-                    i += 1
-                    k += 1
-                while j < hi:
-                    dst[k] = src[j]
-                    j += 1
-                    k += 1
-            src, dst = dst, src
-            width *= 2
-        if src is not order:
-            order[s:e] = src[s:e]
+        for i in range(n):
+            keys[i] = k1[order[s + i]]
+        by_key = np.argsort(keys[:n], kind="mergesort")
+        for i in range(n):
+            moved[i] = order[s + by_key[i]]
+        order[s:e] = moved[:n]
+        i = s
+        while i < e:
+            j = i + 1
+            while j < e and k1[order[j]] == k1[order[i]]:
+                j += 1
+            if j - i > 16:
+                _merge_sort(order, i, j, k1, k2, k3, buf)
+            elif j - i > 1:
+                _insertion_sort(order, i, j, k1, k2, k3)
+            i = j
 
 
 def grouped_order(codes: np.ndarray, n_codes: int, k1: np.ndarray, k2: np.ndarray,
@@ -470,3 +504,75 @@ def spread(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     """``concatenate([arange(s, s + k) for s, k in zip(starts, sizes)])`` without the loop."""
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     return np.repeat(np.asarray(starts, dtype=np.int64) - offsets[:-1], sizes) + np.arange(offsets[-1])
+
+
+_SOURCES_MIDDLE = np.frombuffer(b'], "sources": [', dtype=np.uint8)
+_SOURCES_TAIL = np.frombuffer(b"]}", dtype=np.uint8)
+
+
+@numba.njit(cache=True, nogil=True)
+def _put(out: np.ndarray, at: int, data: np.ndarray, start: int, end: int) -> int:  # pragma: no cover
+    for j in range(start, end):
+        out[at] = data[j]
+        at += 1
+    return at
+
+
+@numba.njit(cache=True, nogil=True)
+def json_ids_safe(data: np.ndarray, starts: np.ndarray, rows: np.ndarray) -> bool:  # pragma: no cover
+    """Whether the strings ``rows`` (runs of ``data`` given by ``starts``) are JSON string
+    literals once quoted: printable ASCII without ``"`` or ``\\``."""
+    for r in rows:
+        for j in range(starts[r], starts[r + 1]):
+            b = data[j]
+            if b < 32 or b > 126 or b == 34 or b == 92:
+                return False
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def json_sources(head_data: np.ndarray, head_starts: np.ndarray, head: np.ndarray, model_data: np.ndarray,
+                 model_starts: np.ndarray, source_model: np.ndarray, id_data: np.ndarray, id_starts: np.ndarray,
+                 source_id: np.ndarray, source_starts: np.ndarray,
+                 quote: bool) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """One JSON text per row ``i``: ``head[i]``'s text, the JSON literals of its sources' models
+    joined by ``, ``, ``], "sources": [``, its sources' ids (quoted when ``quote``) joined by
+    ``, ``, then ``]}``. Sources of row ``i`` are ``source_starts[i]:source_starts[i + 1]``;
+    texts are runs of the ``*_data`` byte arrays given by the ``*_starts`` offsets. Returns
+    Arrow-style ``(offsets, data)``."""
+    n = len(head)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    fixed = len(_SOURCES_MIDDLE) + len(_SOURCES_TAIL)
+    extra = 2 if quote else 0
+    for i in range(n):
+        size = head_starts[head[i] + 1] - head_starts[head[i]] + fixed
+        for k in range(source_starts[i], source_starts[i + 1]):
+            m, s = source_model[k], source_id[k]
+            size += model_starts[m + 1] - model_starts[m] + id_starts[s + 1] - id_starts[s] + extra
+            if k > source_starts[i]:
+                size += 4  # two ", "
+        offsets[i + 1] = offsets[i] + size
+    out = np.empty(offsets[n], dtype=np.uint8)
+    for i in range(n):
+        at = _put(out, offsets[i], head_data, head_starts[head[i]], head_starts[head[i] + 1])
+        for k in range(source_starts[i], source_starts[i + 1]):
+            if k > source_starts[i]:
+                out[at], out[at + 1] = 44, 32
+                at += 2
+            m = source_model[k]
+            at = _put(out, at, model_data, model_starts[m], model_starts[m + 1])
+        at = _put(out, at, _SOURCES_MIDDLE, 0, len(_SOURCES_MIDDLE))
+        for k in range(source_starts[i], source_starts[i + 1]):
+            if k > source_starts[i]:
+                out[at], out[at + 1] = 44, 32
+                at += 2
+            if quote:
+                out[at] = 34
+                at += 1
+            s = source_id[k]
+            at = _put(out, at, id_data, id_starts[s], id_starts[s + 1])
+            if quote:
+                out[at] = 34
+                at += 1
+        at = _put(out, at, _SOURCES_TAIL, 0, len(_SOURCES_TAIL))
+    return offsets, out

@@ -10,24 +10,18 @@ from collections.abc import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from jobs.arrow_build import constant, string_buffers, strings, texts
 from jobs.ensemble import Fused, Matching, category_names
-from jobs.ensemble_kernels import first_max, spread
+from jobs.ensemble_kernels import first_max, json_ids_safe, json_sources, spread
 from jobs.event_frame import EventFrame
 from jobs.spotting_metrics import TruthClaims
 from tables.ensemble_results import MATCHES_SCHEMA, SCOPE_GROUND_TRUTH, SCOPE_MODELS
 from tables.events import EVENTS_SCHEMA
 
-_SAFE_JSON = r'^[^"\\\x00-\x1f\x7f-\x{10ffff}]*$'
-
 
 def _idx(positions: np.ndarray) -> pa.Array:
     return pa.array(np.asarray(positions, dtype=np.int64), pa.int64())
-
-
-def _constant(value: object, n: int, type_: pa.DataType) -> pa.Array:
-    return pa.array([value], type_).take(pa.array(np.zeros(n, dtype=np.int64)))
 
 
 def _names(values: Sequence[str], codes: np.ndarray) -> pa.Array:
@@ -43,9 +37,9 @@ def _table(columns: dict[str, pa.Array], n: int, run_id: str) -> pa.Table:
     data = {}
     for f in MATCHES_SCHEMA:
         if f.name == "run_id":
-            data[f.name] = _constant(run_id, n, f.type)
+            data[f.name] = constant(run_id, n, f.type)
         elif f.name == "created_at":
-            data[f.name] = _constant(now, n, f.type)
+            data[f.name] = constant(now, n, f.type)
         else:
             data[f.name] = columns.get(f.name, pa.nulls(n, f.type))
     return pa.table(data, schema=MATCHES_SCHEMA)
@@ -69,7 +63,7 @@ def model_match_rows(run_id: str, matching: Matching) -> pa.Table:
     partner_time = np.where(lead >= 0, frame.time[np.maximum(lead, 0)], np.nan)
     take = _idx(rows)
     columns = {
-        "scope": _constant(SCOPE_MODELS, len(rows), pa.string()),
+        "scope": constant(SCOPE_MODELS, len(rows), pa.string()),
         "video_id": _names(frame.vocab.videos, frame.video[rows]),
         "model": _names(frame.models, frame.model[rows]),
         "label": _names(frame.vocab.labels, frame.label[rows]),
@@ -102,9 +96,9 @@ def truth_match_rows(run_id: str, model: str, claims: TruthClaims) -> pa.Table:
     partners = claimed[hit]
     category = np.concatenate([np.where(hit, 0, 1), np.full(n_missed, 2)])
     columns = {
-        "scope": _constant(SCOPE_GROUND_TRUTH, n, pa.string()),
+        "scope": constant(SCOPE_GROUND_TRUTH, n, pa.string()),
         "video_id": _names(vocab.videos, np.concatenate([preds.video[order], truths.video[missed]])),
-        "model": _constant(model, n, pa.string()),
+        "model": constant(model, n, pa.string()),
         "label": _names(vocab.labels, np.concatenate([preds.label[order], truths.label[missed]])),
         "event_id": pa.concat_arrays([preds.event_id.take(_idx(order)).cast(pa.string()),
                                       truths.event_id.take(_idx(missed)).cast(pa.string())]),
@@ -112,7 +106,7 @@ def truth_match_rows(run_id: str, model: str, claims: TruthClaims) -> pa.Table:
         "confidence": pa.array(np.concatenate([preds.conf[order], np.full(n_missed, np.nan)]), pa.float64(),
                                from_pandas=True),
         "category": _names(["tp", "fp", "fn"], category),
-        "matched_models": _lists(np.arange(n + 1), _constant(model, n, pa.string())),
+        "matched_models": _lists(np.arange(n + 1), constant(model, n, pa.string())),
         "partner_event_ids": _lists(partner_offsets, truths.event_id.take(_idx(partners)).cast(pa.string())),
         "partner_labels": _lists(partner_offsets, _names(vocab.labels, truths.label[partners])),
         "partner_time_s": pa.array(np.concatenate([np.where(hit, truths.time[np.maximum(claimed, 0)], np.nan)
@@ -122,12 +116,24 @@ def truth_match_rows(run_id: str, model: str, claims: TruthClaims) -> pa.Table:
     return _table(columns, n, run_id)
 
 
-def _json_strings(values: pa.Array) -> pa.Array:
-    """Each string as a JSON string literal."""
-    values = values.cast(pa.string())
-    if len(values) == 0 or pc.all(pc.match_substring_regex(values, _SAFE_JSON)).as_py():
-        return pc.binary_join_element_wise('"', values, '"', "")
-    return pa.array([json.dumps(v) for v in values.to_pylist()], pa.string())
+def _sources_json(fused: Fused) -> pa.Array:
+    """Per fused event: ``{"category": ..., "source_models": [...], "sources": [<event ids>]}``."""
+    inputs = fused.inputs
+    src = fused.sources
+    heads = texts([f'{{"category": {json.dumps(c)}, "source_models": [' for c in category_names(inputs.models)])
+    models = texts([json.dumps(m) for m in inputs.models])
+    ids = inputs.event_id
+    id_starts, id_data = string_buffers(ids.base)
+    source_id = src if ids.rows is None else ids.rows[src]
+    quote = bool(json_ids_safe(id_data, id_starts, source_id))
+    if not quote:  # ids that need escaping: quote them as Python's json does
+        quoted = [json.dumps(v) for v in ids.base.take(pa.array(source_id, pa.int64())).to_pylist()]
+        id_starts, id_data = texts(quoted)
+        source_id = np.arange(len(src), dtype=np.int64)
+    offsets, data = json_sources(heads[1], heads[0], np.asarray(fused.category, dtype=np.int64), models[1],
+                                 models[0], inputs.model[src].astype(np.int64), id_data, id_starts, source_id,
+                                 np.asarray(fused.source_starts, dtype=np.int64), quote)
+    return strings(offsets, data)
 
 
 def fused_event_rows(fused: Fused, frame: EventFrame, run_id: str) -> pa.Table:
@@ -144,25 +150,19 @@ def fused_event_rows(fused: Fused, frame: EventFrame, run_id: str) -> pa.Table:
     combos = ["fused from " + " + ".join(m for i, m in enumerate(inputs.models) if code >> i & 1)
               for code in range(1 << len(inputs.models))] if len(inputs.models) <= 16 else None
     details = _names(combos, mask) if combos is not None else pa.nulls(n, pa.string())
-    quoted_models = pa.array([json.dumps(m) for m in inputs.models], pa.string()).take(_idx(inputs.model[src]))
-    quoted_ids = _json_strings(inputs.event_id.take(_idx(src)))
-    categories = pa.array([json.dumps(c) for c in category_names(inputs.models)], pa.string())
-    metadata = pc.binary_join_element_wise(
-        '{"category": ', categories.take(_idx(fused.category)),
-        ', "source_models": [', pc.binary_join(_lists(offsets, quoted_models), ", "),
-        '], "sources": [', pc.binary_join(_lists(offsets, quoted_ids), ", "), "]}", "")
+    metadata = _sources_json(fused)
     now = dt.datetime.now(dt.UTC)
     columns = {
         "event_id": frame.event_id.array(),
         "video_id": _names(inputs.vocab.videos, fused.video),
-        "model": _constant(frame.models[0], n, pa.string()),
-        "run_id": _constant(run_id, n, pa.string()),
+        "model": constant(frame.models[0], n, pa.string()),
+        "run_id": constant(run_id, n, pa.string()),
         "time_s": pa.array(fused.time, pa.float64()),
         "label": _names(inputs.vocab.labels, fused.label),
         "team": fused.team.cast(pa.string()),
         "confidence": pa.array(fused.conf, pa.float64()),
         "details": details,
         "metadata": metadata,
-        "created_at": _constant(now, n, EVENTS_SCHEMA.field("created_at").type),
+        "created_at": constant(now, n, EVENTS_SCHEMA.field("created_at").type),
     }
     return pa.table({f.name: columns.get(f.name, pa.nulls(n, f.type)) for f in EVENTS_SCHEMA}, schema=EVENTS_SCHEMA)

@@ -44,6 +44,7 @@ from jobs.ensemble import (
 )
 from jobs.ensemble_rows import fused_event_rows, model_match_rows, truth_match_rows
 from jobs.event_frame import EventFrame, frame_from_arrow
+from jobs.heap_retention import retained_heap
 from jobs.spotting_metrics import (
     LOOSE_DELTAS_S,
     SOCCERNET_V2_CLASSES,
@@ -55,7 +56,15 @@ from jobs.spotting_metrics import (
     average_maps,
     claim_truths,
 )
-from tables.ensemble_results import MATCHES_SCHEMA, OVERALL, MetricRow, write_matches, write_metrics
+from tables.ensemble_results import (
+    MATCHES_SCHEMA,
+    OVERALL,
+    SCOPE_GROUND_TRUTH,
+    SCOPE_MODELS,
+    MatchesWriter,
+    MetricRow,
+    write_metrics,
+)
 from tables.events import GROUND_TRUTH, open_events, replace_events, scope_filter
 
 
@@ -251,6 +260,18 @@ def _models_present(table: Any) -> list[str]:
     return sorted(pc.unique(column).to_pylist())
 
 
+def _check_models_present(table: Any, options: EnsembleOptions) -> None:
+    """Raise ``ValueError`` when an input model (or the ground truth to score against) has no
+    events in the whole table."""
+    present = _models_present(table)
+    unknown = [m for m in options.models if m not in present]
+    if unknown:
+        raise ValueError(f"unknown models {unknown}: the events table has {present or 'no events'}")
+    if options.score and options.ground_truth not in present:
+        raise ValueError(f"no ground truth to score against: no events of model '{options.ground_truth}' "
+                         f"(models present: {present})")
+
+
 def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventFrame, list[str]]:
     """The input models' events and the ground truth, read from ``events`` with ``options.where``.
 
@@ -259,13 +280,6 @@ def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventF
     filter or missing ground truth.
     """
     table = open_events(conn, create=False)
-    present = _models_present(table)
-    unknown = [m for m in options.models if m not in present]
-    if unknown:
-        raise ValueError(f"unknown models {unknown}: the events table has {present or 'no events'}")
-    if options.score and options.ground_truth not in present:
-        raise ValueError(f"no ground truth to score against: no events of model '{options.ground_truth}' "
-                         f"(models present: {present})")
     wanted = [*options.models, *([options.ground_truth] if options.score else [])]
     condition = scope_filter(models=wanted)
     if options.where:
@@ -273,11 +287,16 @@ def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventF
     try:
         rows = table.to_lance().to_table(columns=DETECTION_COLUMNS, filter=condition)
     except ValueError as err:
+        _check_models_present(table, options)
         msg = _LANCE_LOCATION.sub("", str(err))
         raise ValueError(f"bad where filter {options.where!r} on the events table: {msg}") from None
+    if set(pc.unique(rows.column("model")).to_pylist()) != set(wanted):
+        _check_models_present(table, options)  # some model has no rows in scope: is it in the table at all?
     frame = frame_from_arrow(rows, wanted, ground_truth=options.ground_truth if options.score else None)
     n_models = len(options.models)
-    inputs = replace(frame.take(np.flatnonzero(frame.model < n_models)), models=tuple(options.models))
+    # game and half come from the ground truth's metadata: the input models' events carry neither
+    inputs = replace(replace(frame, game=None, half=None).take(np.flatnonzero(frame.model < n_models)),
+                     models=tuple(options.models))
     truth_rows = np.flatnonzero(frame.model == n_models)
     truths = replace(frame.take(truth_rows), models=(options.ground_truth,))
     truths.model = np.zeros(len(truths), dtype=np.int32)
@@ -389,12 +408,28 @@ def coverage_notes(result: EnsembleResult) -> list[str]:
     return notes
 
 
+def _model_events(inputs: EventFrame, i: int, model: str) -> EventFrame:
+    """The events of input model ``i`` as a frame of that model alone."""
+    preds = replace(inputs.take(np.flatnonzero(inputs.model == i)), models=(model,))
+    preds.model = np.zeros(len(preds), dtype=np.int32)
+    return preds
+
+
 def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> EnsembleResult:
     """Run the analysis; with ``write``, store the fused events and the result tables.
 
-    Re-running with the same run id replaces that run's fused events and result rows.
+    Re-running with the same run id replaces that run's fused events and result rows. Scoring the
+    input models, building result rows and writing them run on a thread pool while matching and
+    fusion go on (the compiled kernels and Arrow release the GIL); nothing becomes visible in a
+    table before every part of the analysis has succeeded. ``timings_s`` gives the seconds from
+    the end of one phase to the end of the next (read, match, fuse, score, write).
     """
     options.check()
+    with retained_heap():  # millions of events make many large temporary arrays
+        return _run(conn, options, write)
+
+
+def _run(conn: Any, options: EnsembleOptions, write: bool) -> EnsembleResult:
     run_id = options.resolved_run_id()
     clock = time.perf_counter()
     timings: dict[str, float] = {}
@@ -407,38 +442,40 @@ def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> Ens
 
     inputs, truths, notes = load_events(conn, options)
     lap("read")
-    matching = match_frame(inputs, options.tolerance_s)
-    lap("match")
-    fusion = fuse_matching(matching, options.fusion())
-    lap("fuse")
-    pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2)
-    fused_job = pool.submit(fusion.frame, options.name, run_id)  # the event ids hash every fused event
-    params = json.dumps(options.params(), sort_keys=True)
+    writer = MatchesWriter(conn, run_id) if write else None
+    parts: dict[tuple[str, str], pa.Table] = {}  # (scope, model): rows
 
-    def scored(i: int, model: str) -> tuple[ModelScore, pa.Table]:
-        if model == options.name:
-            preds = fused_job.result()
-        else:
-            preds = replace(inputs.take(np.flatnonzero(inputs.model == i)), models=(model,))
-            preds.model = np.zeros(len(preds), dtype=np.int32)
+    def keep(part: tuple[str, str], rows: pa.Table) -> None:
+        parts[part] = rows
+        if writer is not None:
+            writer.add(rows)
+
+    def scored(model: str, preds: EventFrame) -> ModelScore:
         score = score_model(model, preds, truths, options)
-        return score, truth_match_rows(run_id, model, score.claims)
+        keep((SCOPE_GROUND_TRUTH, model), truth_match_rows(run_id, model, score.claims))
+        return score
 
-    # the compiled kernels and Arrow release the GIL: independent parts run on all cores
-    with pool:
-        model_rows = pool.submit(model_match_rows, run_id, matching)
-        scored_models = [*options.models, options.name]
-        scoring = [pool.submit(scored, i, m) for i, m in enumerate(scored_models)] if options.score else []
-        result = EnsembleResult(run_id, options, inputs, truths, matching, fusion, fused_job.result(), notes=notes,
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        scoring = {m: pool.submit(scored, m, _model_events(inputs, i, m))
+                   for i, m in enumerate(options.models)} if options.score else {}
+        matching = match_frame(inputs, options.tolerance_s)
+        lap("match")
+        model_rows = pool.submit(lambda: keep((SCOPE_MODELS, ""), model_match_rows(run_id, matching)))
+        fusion = fuse_matching(matching, options.fusion())
+        fused_frame = fusion.frame(options.name, run_id)  # the event ids hash every fused event
+        lap("fuse")
+        if options.score:
+            scoring[options.name] = pool.submit(scored, options.name, fused_frame)
+        fused_rows = fused_event_rows(fusion, fused_frame, run_id) if write else None
+        result = EnsembleResult(run_id, options, inputs, truths, matching, fusion, fused_frame, notes=notes,
                                 timings_s=timings)
-        fused_rows = pool.submit(fused_event_rows, fusion, result.fused_frame, run_id) if write else None
-        parts = [model_rows.result()]
-        for model, job in zip(result.scored_models, scoring, strict=False):
-            score, rows = job.result()
-            result.scores[model] = score
-            parts.append(rows)
-            result.metrics.extend(metric_rows(run_id, score, options, params))
-        result.matches = pa.concat_tables(parts)
+        params = json.dumps(options.params(), sort_keys=True)
+        for model in result.scored_models if options.score else []:
+            result.scores[model] = scoring[model].result()
+            result.metrics.extend(metric_rows(run_id, result.scores[model], options, params))
+        model_rows.result()
+        result.matches = pa.concat_tables([parts[SCOPE_MODELS, ""],
+                                           *(parts[SCOPE_GROUND_TRUTH, m] for m in result.scores)])
         if options.score:
             frames = {options.ground_truth: truths,
                       **{m: result.scores[m].claims.predictions for m in result.scored_models}}
@@ -447,11 +484,10 @@ def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> Ens
         result.notes.extend(coverage_notes(result))
         lap("score")
         if write:
-            events = pool.submit(replace_events, open_events(conn), fused_rows.result(),
+            events = pool.submit(replace_events, open_events(conn), fused_rows,
                                  scope_filter(models=[options.name], run_id=run_id))
-            matches = pool.submit(write_matches, conn, run_id, result.matches)
+            result.written["ensemble_matches"] = writer.commit()
             result.written["events"] = events.result()
-            result.written["ensemble_matches"] = matches.result()
             result.written["ensemble_metrics"] = write_metrics(conn, run_id, result.metrics)
             lap("write")
     return result

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jobs.arrow_build import string_buffers
 from jobs.detections import DETECTION_COLUMNS, NOT_SHOWN, Detection, parse_half, parse_metadata
 
 
@@ -158,16 +159,7 @@ def _prefix_keys(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:  # pragma
 
 def id_keys(ids: pa.Array) -> np.ndarray:
     """The first 8 bytes of each string as a big-endian ``uint64`` (orders like the strings' prefixes)."""
-    if isinstance(ids, pa.ChunkedArray):
-        ids = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.string())
-    if ids.type not in (pa.string(), pa.large_string()):
-        ids = pc.cast(ids, pa.string())
-    if len(ids) == 0:
-        return np.zeros(0, np.uint64)
-    _, offsets_buf, data_buf = ids.buffers()
-    width = np.int64 if ids.type == pa.large_string() else np.int32
-    offsets = np.frombuffer(offsets_buf, dtype=width)[ids.offset:ids.offset + len(ids) + 1].astype(np.int64)
-    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(1, np.uint8)
+    offsets, data = string_buffers(ids)
     return _prefix_keys(offsets, data)
 
 
@@ -247,7 +239,8 @@ def _recode(codes: np.ndarray, values: Sequence[str], target: Sequence[str], wha
 def _read_truth_metadata(frame: EventFrame, table: pa.Table, code: int) -> None:
     """Visibility, game and half of the ground-truth rows from their metadata JSON."""
     rows = np.flatnonzero(frame.model == code)
-    game: list[str | None] = [None] * len(frame)
+    games: list[str] = []
+    game_of = np.full(len(frame), -1, dtype=np.int64)  # per event: its position in games, -1 for none
     half = np.full(len(frame), -1, dtype=np.int64)
     if rows.size:
         metadata = table.column("metadata").take(pa.array(rows)).to_pylist()
@@ -256,10 +249,12 @@ def _read_truth_metadata(frame: EventFrame, table: pa.Table, code: int) -> None:
             meta = parse_metadata(raw, eid)
             frame.visible[i] = meta.get("visibility") != NOT_SHOWN
             if meta.get("game") is not None:
-                game[i] = str(meta["game"])
+                game_of[i] = len(games)
+                games.append(str(meta["game"]))
             value = parse_half(meta.get("half"), eid)
             half[i] = -1 if value is None else value
-    frame.game, frame.half = pa.array(game, pa.string()), half
+    frame.game = pa.array(games, pa.string()).take(pa.array(game_of, pa.int64(), mask=game_of < 0))
+    frame.half = half
 
 
 def frame_from_detections(detections: Sequence[Detection], models: Sequence[str] | None = None,

@@ -104,8 +104,12 @@ class Counts:
         return 2 * self.tp / denom if denom else None
 
 
-def _check_scores(frame: EventFrame) -> None:
-    bad = np.flatnonzero(np.isnan(frame.conf) | (frame.conf < 0))
+def _check_scores(frame: EventFrame, rows: np.ndarray | None = None) -> None:
+    """Raise ``ValueError`` naming the first event (of ``rows``, default all) without a valid score."""
+    conf = frame.conf if rows is None else frame.conf[rows]
+    bad = np.flatnonzero(np.isnan(conf) | (conf < 0))
+    if rows is not None:
+        bad = rows[bad]
     if bad.size:
         d = frame.detections(bad[:1])[0]
         if d.confidence is None:
@@ -258,11 +262,13 @@ def _interpolated_aps(tp_at: np.ndarray, n_at: np.ndarray, n_truth: np.ndarray) 
     return ap / 11
 
 
-def _at_thresholds(bins: np.ndarray, weights: np.ndarray | None, n_classes: int) -> np.ndarray:
-    """Per class and threshold: the sum of ``weights`` (or the count) of predictions at or above it."""
+def _at_thresholds(variant_bins: np.ndarray, n_classes: int) -> list[np.ndarray]:
+    """Per variant (all, visible, unshown): per class and threshold, the predictions of
+    ``variant_bins`` (``(class * width + score bin) * 3 + variant``) at or above the threshold."""
     width = len(THRESHOLDS) + 1
-    counts = np.bincount(bins, weights=weights, minlength=n_classes * width).reshape(n_classes, width)
-    return np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    counts = np.bincount(variant_bins, minlength=n_classes * width * 3).reshape(n_classes, width, 3)
+    at = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:]
+    return [at.sum(axis=2), at[:, :, 1], at[:, :, 2]]
 
 
 def _trapezoid(values: Sequence[float]) -> float:
@@ -304,7 +310,7 @@ def average_maps(truths: EventFrame, predictions: EventFrame, classes: Sequence[
                                          np.where(truths.visible, 1, -1).astype(np.int64))
     pred_rows = np.flatnonzero(scored[predictions.video] & (class_of[predictions.label] >= 0)) \
         if len(class_of) else np.zeros(0, np.int64)
-    _check_scores(predictions.take(pred_rows))
+    _check_scores(predictions, pred_rows)
     pred_track, pred_cell, pred_score = _cells(predictions, pred_rows, class_of, n_classes, framerate,
                                                predictions.conf)
     n_tracks = len(truths.vocab.videos) * n_classes
@@ -315,19 +321,20 @@ def average_maps(truths: EventFrame, predictions: EventFrame, classes: Sequence[
     n_visible = np.bincount(gt_class[gt_value > 0], minlength=n_classes)
     n_unshown = np.bincount(gt_class[gt_value < 0], minlength=n_classes)
     totals = [n_visible + n_unshown, n_visible, n_unshown]
-    # each prediction counts for the thresholds at or below its score
+    # each prediction counts for the thresholds at or below its score, in its variant
+    # (0: no ground truth near, 1: nearest one visible, 2: nearest one not shown)
     width = len(THRESHOLDS) + 1
-    bins = (pred_track % n_classes) * width + np.searchsorted(THRESHOLDS, pred_score, side="right")
-    masks = [np.ones(len(pred_score), dtype=bool), closest > 0, closest < 0]
-    selected = [_at_thresholds(bins[m], None, n_classes) for m in masks]
+    variant = np.where(closest > 0, 1, np.where(closest < 0, 2, 0))
+    bins = ((pred_track % n_classes) * width + np.searchsorted(THRESHOLDS, pred_score, side="right")) * 3 + variant
+    selected = _at_thresholds(bins, n_classes)
     results = []
     for deltas_s in delta_sets:
         per_delta = []  # per delta: per variant, AP per class
         for delta in deltas_s:
             tp = claim_cells(pred_starts, pred_cell, pred_score, gt_starts, gt_cell, delta * framerate / 2)
-            tp = tp.astype(np.float64)
-            per_delta.append([_interpolated_aps(_at_thresholds(bins[m], tp[m], n_classes), selected[k],
-                                                totals[k].astype(np.float64)) for k, m in enumerate(masks)])
+            per_delta.append([_interpolated_aps(hits.astype(np.float64), selected[k].astype(np.float64),
+                                                totals[k].astype(np.float64))
+                              for k, hits in enumerate(_at_thresholds(bins[tp], n_classes))])
 
         def summarise(k: int, per_delta: list = per_delta) -> tuple[float, dict[str, float]]:
             overall = _trapezoid([float(np.mean(d[k])) for d in per_delta])

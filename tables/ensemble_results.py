@@ -22,10 +22,12 @@ scores): counts, precision / recall / F1 at the tolerance and SoccerNet average-
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import lance
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -141,13 +143,21 @@ def _open(conn: Any, name: str, schema: pa.Schema) -> Any:
     return table
 
 
-def _replace_run(table: Any, key: str | list[str], run_id: str, data: pa.Table) -> int:
-    """Write ``data`` as run ``run_id``'s rows, replacing the run's earlier rows, in one commit."""
+def _check_run(run_id: str, data: pa.Table) -> None:
     runs = pc.unique(data.column("run_id")).to_pylist()
     bad = sorted(r for r in runs if r != run_id)
     if bad:
         raise ValueError(f"rows of runs {bad} given while writing run '{run_id}'")
-    scope = f"run_id = {sql_quote(run_id)}"
+
+
+def _run_scope(run_id: str) -> str:
+    return f"run_id = {sql_quote(run_id)}"
+
+
+def _replace_run(table: Any, key: str | list[str], run_id: str, data: pa.Table) -> int:
+    """Write ``data`` as run ``run_id``'s rows, replacing the run's earlier rows, in one commit."""
+    _check_run(run_id, data)
+    scope = _run_scope(run_id)
     if table.count_rows(scope) == 0:
         if data.num_rows:
             table.add(data)
@@ -157,11 +167,56 @@ def _replace_run(table: Any, key: str | list[str], run_id: str, data: pa.Table) 
     return data.num_rows
 
 
+class MatchesWriter:
+    """Writes one run's ``ensemble_matches`` rows part by part, made visible in one commit.
+
+    :meth:`add` may be called from several threads while the rest of the run is computed. For a
+    run id the table does not hold yet, each part is written at once as new data files and
+    :meth:`commit` appends them all in one transaction (nothing is visible before, and files of a
+    run that never commits belong to no version). A run written before is replaced in one merge
+    at :meth:`commit`, as :func:`write_matches` does.
+    """
+
+    def __init__(self, conn: Any, run_id: str) -> None:
+        self.table = _open(conn, ENSEMBLE_MATCHES, MATCHES_SCHEMA)
+        self.run_id = run_id
+        self.dataset = self.table.to_lance()
+        self.new_run = self.dataset.count_rows(filter=_run_scope(run_id)) == 0
+        self.parts: list[pa.Table] = []
+        self.fragments: list[Any] = []
+        self.rows = 0
+        self._lock = threading.Lock()
+
+    def add(self, rows: pa.Table) -> None:
+        """Write (or, when the run is replaced, keep) ``rows`` of :data:`MATCHES_SCHEMA`."""
+        rows = rows.select(MATCHES_SCHEMA.names).cast(MATCHES_SCHEMA)
+        _check_run(self.run_id, rows)
+        fragments = []
+        if self.new_run and rows.num_rows:
+            fragments = lance.fragment.write_fragments(rows, self.dataset, schema=MATCHES_SCHEMA)
+        with self._lock:
+            self.fragments.extend(fragments)
+            self.rows += rows.num_rows
+            if not self.new_run:
+                self.parts.append(rows)
+
+    def commit(self) -> int:
+        """Make the rows added the run's rows; returns how many there are."""
+        if self.new_run:
+            if self.fragments:
+                lance.LanceDataset.commit(self.dataset, lance.LanceOperation.Append(self.fragments),
+                                          read_version=self.dataset.version)
+            return self.rows
+        return _replace_run(self.table, MATCH_KEY, self.run_id,
+                            pa.concat_tables(self.parts) if self.parts else MATCHES_SCHEMA.empty_table())
+
+
 def write_matches(conn: Any, run_id: str, rows: pa.Table) -> int:
     """Replace run ``run_id``'s rows of ``ensemble_matches`` with ``rows`` (a table of
     :data:`MATCHES_SCHEMA`); returns the rows written."""
-    return _replace_run(_open(conn, ENSEMBLE_MATCHES, MATCHES_SCHEMA), MATCH_KEY, run_id,
-                        rows.select(MATCHES_SCHEMA.names).cast(MATCHES_SCHEMA))
+    writer = MatchesWriter(conn, run_id)
+    writer.add(rows)
+    return writer.commit()
 
 
 def write_metrics(conn: Any, run_id: str, rows: Sequence[MetricRow]) -> int:

@@ -1,0 +1,72 @@
+"""Keep freed memory in the process heap while an analysis churns through large arrays.
+
+NumPy allocates its arrays with the C library's ``malloc``. glibc serves every block above 32 MB
+(millions of events make many) with a fresh ``mmap`` and returns it to the system on ``free``, so
+each new temporary array is faulted in page by page again: in the ensemble analysis that cost
+more system time than the computing did. :func:`retained_heap` makes ``malloc`` serve large
+blocks from the heap and keep what is freed for the next block, then hands the free memory back
+to the system (``malloc_trim``) and restores the defaults. It changes the whole process while it
+is active; on C libraries other than glibc it changes nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
+_DEFAULT_MMAP_MAX = 65536
+_KEEP_BYTES = 1 << 30
+
+_lock = threading.Lock()
+_depth = 0
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    # only glibc has gnu_get_libc_version; mallopt and malloc_trim are what is used
+    return libc if all(hasattr(libc, f) for f in ("gnu_get_libc_version", "mallopt", "malloc_trim")) else None
+
+
+_LIBC = _glibc()
+
+
+@contextmanager
+def retained_heap() -> Iterator[None]:
+    """Within the block, ``malloc`` keeps freed memory for reuse instead of unmapping it (see
+    the module docstring); nested and concurrent uses share one setting."""
+    global _depth
+    if _LIBC is None:
+        yield
+        return
+    with _lock:
+        if _depth == 0:
+            _LIBC.mallopt(_M_MMAP_MAX, 0)
+            _LIBC.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
+            log.debug("malloc keeps freed memory in the heap")
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _LIBC.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+                _LIBC.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+                _LIBC.malloc_trim(0)
+
+
+def heap_retained() -> bool:
+    """Whether a :func:`retained_heap` block is active (always False without glibc)."""
+    return _depth > 0
