@@ -169,6 +169,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-ensemble-") as tmp:
         path = args.db or tmp
         setup = build_warehouse(path, args.halves, args.events, args.truth, args.seed)
+        os.sync()  # the setup's writes reach the disk before the analysis is timed
         load_before = os.getloadavg()
         child = subprocess.run([sys.executable, "-m", "bench.ensemble", "--analyse", path, "--tolerance",
                                 str(args.tolerance)], capture_output=True, text=True, check=False,

@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.arrow_build import constant
+from jobs.arrow_build import constant, texts
 from jobs.detections import Detection
 from jobs.ensemble_kernels import (
     bucket_starts,
@@ -351,10 +353,8 @@ def round_ms(times: np.ndarray) -> np.ndarray:
     return out
 
 
-def _byte_runs(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    encoded = [t.encode() for t in texts]
-    data = np.frombuffer(b"".join(encoded) or b"\0", dtype=np.uint8)
-    return data, np.concatenate([[0], np.cumsum([len(e) for e in encoded])]).astype(np.int64)
+#: Fused events hashed per task when many are hashed on several cores.
+_HASH_SLICE = 500_000
 
 
 def fused_event_ids(fused: Fused, model: str, run_id: str | None) -> pa.Array:
@@ -368,16 +368,27 @@ def fused_event_ids(fused: Fused, model: str, run_id: str | None) -> pa.Array:
         return pa.array([event_id(vocab.videos[v], model, run_id, t, vocab.labels[lab], team) for v, lab, t, team
                          in zip(fused.video.tolist(), fused.label.tolist(), fused.time.tolist(), teams, strict=True)],
                         pa.string())
-    head_data, head_starts = _byte_runs([json.dumps([v, model, run_id or ""])[:-1] + ", " for v in vocab.videos])
+    head_starts, head_data = texts([json.dumps([v, model, run_id or ""])[:-1] + ", " for v in vocab.videos])
     team_code = _team_codes(fused.team)
     team_names = pc.dictionary_encode(fused.team).dictionary.to_pylist()
     width = len(team_names) + 1
     tail = fused.label.astype(np.int64) * width + team_code + 1
-    tail_data, tail_starts = _byte_runs([", " + json.dumps(label) + ", " + json.dumps(team or "") + "]"
-                                         for label in vocab.labels for team in [None, *team_names]])
+    tail_starts, tail_data = texts([", " + json.dumps(label) + ", " + json.dumps(team or "") + "]"
+                                    for label in vocab.labels for team in [None, *team_names]])
     millis = np.rint(fused.time * 1000).astype(np.int64)
-    digits = keyed_sha1_hex(head_data, head_starts, fused.video.astype(np.int64), millis, tail_data, tail_starts,
-                            tail, 20)
+    video = fused.video.astype(np.int64)
+
+    def hashed(rows: slice) -> np.ndarray:
+        return keyed_sha1_hex(head_data, head_starts, video[rows], millis[rows], tail_data, tail_starts, tail[rows],
+                              20)
+
+    # the kernel releases the GIL: large batches are hashed in slices on every core
+    slices = [slice(s, s + _HASH_SLICE) for s in range(0, n, _HASH_SLICE)]
+    if len(slices) > 1:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+            digits = np.concatenate(list(pool.map(hashed, slices)))
+    else:
+        digits = hashed(slice(0, n))
     offsets = pa.py_buffer((np.arange(n + 1, dtype=np.int32) * 20).tobytes())
     return pa.StringArray.from_buffers(n, offsets, pa.py_buffer(digits.tobytes()))
 

@@ -330,8 +330,9 @@ def _merge_sort(order: np.ndarray, s: int, e: int, k1: np.ndarray, k2: np.ndarra
 def sort_runs(order: np.ndarray, starts: np.ndarray, k1: np.ndarray, k2: np.ndarray,
               k3: np.ndarray) -> None:  # pragma: no cover - compiled
     """Sort every run ``order[starts[r]:starts[r + 1]]`` in place by ``(k1, k2, k3)`` of its
-    elements, stably. Short runs: insertion sort. Longer ones: a stable sort of the run's ``k1``
-    values gathered into one contiguous buffer, then the spans of equal ``k1`` by ``(k2, k3)``."""
+    elements, stably. Short runs: insertion sort. Longer ones, unless already in order: a stable
+    sort of the run's ``k1`` values gathered into one contiguous buffer, then the spans of equal
+    ``k1`` by ``(k2, k3)``."""
     longest = 0
     for r in range(len(starts) - 1):
         longest = max(longest, starts[r + 1] - starts[r])
@@ -343,6 +344,13 @@ def sort_runs(order: np.ndarray, starts: np.ndarray, k1: np.ndarray, k2: np.ndar
         n = e - s
         if n <= 16:
             _insertion_sort(order, s, e, k1, k2, k3)
+            continue
+        presorted = True  # runs often arrive in order (events are written in time order)
+        for i in range(s + 1, e):
+            if _less(order[i], order[i - 1], k1, k2, k3):
+                presorted = False
+                break
+        if presorted:
             continue
         for i in range(n):
             keys[i] = k1[order[s + i]]

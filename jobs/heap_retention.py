@@ -4,9 +4,11 @@ NumPy allocates its arrays with the C library's ``malloc``. glibc serves every b
 (millions of events make many) with a fresh ``mmap`` and returns it to the system on ``free``, so
 each new temporary array is faulted in page by page again: in the ensemble analysis that cost
 more system time than the computing did. :func:`retained_heap` makes ``malloc`` serve large
-blocks from the heap and keep what is freed for the next block, then hands the free memory back
-to the system (``malloc_trim``) and restores the defaults. It changes the whole process while it
-is active; on C libraries other than glibc it changes nothing.
+blocks from the heap and keep what is freed for the next block, and makes Arrow allocate with
+``malloc`` too (its default pool returns freed memory to the system as well), so NumPy and Arrow
+reuse one another's freed memory. On leaving, the free memory goes back to the system
+(``malloc_trim``) and the defaults are restored. It changes the whole process while it is
+active; on C libraries other than glibc it changes nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pyarrow as pa
+
 log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
@@ -28,6 +32,7 @@ _KEEP_BYTES = 1 << 30
 
 _lock = threading.Lock()
 _depth = 0
+_arrow_pool: pa.MemoryPool | None = None  # Arrow's pool before the outermost block
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -46,7 +51,7 @@ _LIBC = _glibc()
 def retained_heap() -> Iterator[None]:
     """Within the block, ``malloc`` keeps freed memory for reuse instead of unmapping it (see
     the module docstring); nested and concurrent uses share one setting."""
-    global _depth
+    global _depth, _arrow_pool
     if _LIBC is None:
         yield
         return
@@ -54,7 +59,9 @@ def retained_heap() -> Iterator[None]:
         if _depth == 0:
             _LIBC.mallopt(_M_MMAP_MAX, 0)
             _LIBC.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
-            log.debug("malloc keeps freed memory in the heap")
+            _arrow_pool = pa.default_memory_pool()
+            pa.set_memory_pool(pa.system_memory_pool())
+            log.debug("malloc keeps freed memory in the heap; Arrow allocates with malloc")
         _depth += 1
     try:
         yield
@@ -62,6 +69,9 @@ def retained_heap() -> Iterator[None]:
         with _lock:
             _depth -= 1
             if _depth == 0:
+                if _arrow_pool is not None:
+                    pa.set_memory_pool(_arrow_pool)
+                    _arrow_pool = None
                 _LIBC.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
                 _LIBC.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
                 _LIBC.malloc_trim(0)

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from jobs import ensemble
 from jobs.arrow_build import constant, string_buffers, strings, texts
 from jobs.detections import Detection
 from jobs.ensemble import FusionOptions, fuse_matching, match_frame
@@ -18,6 +19,7 @@ from jobs.ensemble_kernels import grouped_order, json_ids_safe, json_sources, ke
 from jobs.ensemble_rows import fused_event_rows
 from jobs.event_frame import frame_from_detections
 from jobs.heap_retention import _LIBC, heap_retained, retained_heap
+from tables.events import event_id
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -35,6 +37,16 @@ def test_grouped_order_matches_lexsort(seed: int) -> None:
     expected = np.lexsort((np.arange(n), k3, k2, k1, codes))  # stable: position breaks full ties
     assert np.array_equal(order, expected)
     assert np.array_equal(starts, np.searchsorted(codes[expected], np.arange(n_codes + 1)))
+
+
+def test_sort_runs_leaves_sorted_runs_and_sorts_nearly_sorted_ones() -> None:
+    k1 = np.arange(100, dtype=np.float64)
+    zeros, keys = np.zeros(100), np.zeros(100, np.uint64)
+    order = np.arange(100, dtype=np.int64)
+    order[[40, 41]] = order[[41, 40]]  # one swap in the second run only
+    starts = np.array([0, 30, 100], dtype=np.int64)
+    sort_runs(order, starts, k1, zeros, keys)
+    assert np.array_equal(order, np.arange(100))
 
 
 def test_sort_runs_keeps_the_current_order_of_full_ties() -> None:
@@ -120,12 +132,34 @@ def test_arrow_builders() -> None:
 
 def test_retained_heap_nests_and_restores() -> None:
     assert not heap_retained()
+    pool = pa.default_memory_pool().backend_name
     with retained_heap():
+        if _LIBC is not None:
+            assert pa.default_memory_pool().backend_name == "system"
+        kept = pa.array(np.arange(1_000_000))
         with retained_heap():
             assert heap_retained() == (_LIBC is not None)
             big = np.ones(8_000_000)  # above glibc's largest mmap threshold
             assert big.sum() == 8_000_000
         assert heap_retained() == (_LIBC is not None)
     assert not heap_retained()
+    assert pa.default_memory_pool().backend_name == pool
+    assert kept.sum().as_py() == 999_999 * 1_000_000 // 2  # arrays made inside stay valid
     if _LIBC is not None:
         assert isinstance(_LIBC, ctypes.CDLL)
+
+
+@pytest.mark.parametrize("slice_rows", [2, 500_000])
+def test_fused_event_ids_are_the_events_table_ids(monkeypatch: pytest.MonkeyPatch, slice_rows: int) -> None:
+    monkeypatch.setattr(ensemble, "_HASH_SLICE", slice_rows)  # 2: hashed in slices on a thread pool
+    rng = np.random.default_rng(5)
+    dets = [Detection(f"{m}-{i}", f"g/{i % 3}", m, round(float(rng.uniform(0, 3000)), 3), ["Goal", "Foul"][i % 2],
+                      round(float(rng.uniform(0.1, 1)), 4), team=[None, "home", "away"][i % 3])
+            for m in ("qwen", "llava") for i in range(40)]
+    fused = fuse_matching(match_frame(frame_from_detections(dets, ["qwen", "llava"]), 3.0), FusionOptions())
+    got = fused.frame("ensemble", "run-1").event_id.to_pylist()
+    vocab = fused.inputs.vocab
+    teams = fused.team.to_pylist()
+    assert got == [event_id(vocab.videos[v], "ensemble", "run-1", t, vocab.labels[lab], team)
+                   for v, lab, t, team in zip(fused.video.tolist(), fused.label.tolist(), fused.time.tolist(), teams,
+                                              strict=True)]
