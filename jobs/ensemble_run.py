@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -65,7 +65,7 @@ from tables.ensemble_results import (
     MetricRow,
     write_metrics,
 )
-from tables.events import GROUND_TRUTH, open_events, replace_events, scope_filter
+from tables.events import GROUND_TRUTH, open_events, scope_filter, staged_events
 
 
 @dataclass
@@ -419,10 +419,12 @@ def run_ensemble(conn: Any, options: EnsembleOptions, write: bool = True) -> Ens
     """Run the analysis; with ``write``, store the fused events and the result tables.
 
     Re-running with the same run id replaces that run's fused events and result rows. Scoring the
-    input models, building result rows and writing them run on a thread pool while matching and
-    fusion go on (the compiled kernels and Arrow release the GIL); nothing becomes visible in a
-    table before every part of the analysis has succeeded. ``timings_s`` gives the seconds from
-    the end of one phase to the end of the next (read, match, fuse, score, write).
+    input models, building result rows and writing their data files run on a thread pool while
+    matching and fusion go on (the compiled kernels, Arrow and Lance release the GIL). Nothing
+    becomes visible in a table before every part of the analysis has succeeded: the tables are
+    committed at the end, ``events`` first, then ``ensemble_matches`` and ``ensemble_metrics``.
+    ``timings_s`` gives the seconds from the end of one phase to the end of the next (read,
+    match, fuse, score, write); work of later phases overlaps earlier ones.
     """
     options.check()
     with retained_heap():  # millions of events make many large temporary arrays
@@ -442,20 +444,25 @@ def _run(conn: Any, options: EnsembleOptions, write: bool) -> EnsembleResult:
 
     inputs, truths, notes = load_events(conn, options)
     lap("read")
-    writer = MatchesWriter(conn, run_id) if write else None
-    parts: dict[tuple[str, str], pa.Table] = {}  # (scope, model): rows
+    matches_writer = MatchesWriter(conn, run_id) if write else None
+    events_writer = staged_events(open_events(conn), scope_filter(models=[options.name], run_id=run_id)) \
+        if write else None
+    parts: dict[tuple[str, str], pa.Table] = {}  # (scope, model): ensemble_matches rows
+    writes: list[Future] = []
 
-    def keep(part: tuple[str, str], rows: pa.Table) -> None:
-        parts[part] = rows
-        if writer is not None:
-            writer.add(rows)
+    # one more worker than cores: writing parts must not wait behind scoring
+    with ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) + 1) as pool:
 
-    def scored(model: str, preds: EventFrame) -> ModelScore:
-        score = score_model(model, preds, truths, options)
-        keep((SCOPE_GROUND_TRUTH, model), truth_match_rows(run_id, model, score.claims))
-        return score
+        def keep(part: tuple[str, str], rows: pa.Table) -> None:
+            parts[part] = rows
+            if matches_writer is not None:
+                writes.append(pool.submit(matches_writer.add, rows))
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        def scored(model: str, preds: EventFrame) -> ModelScore:
+            score = score_model(model, preds, truths, options)
+            keep((SCOPE_GROUND_TRUTH, model), truth_match_rows(run_id, model, score.claims))
+            return score
+
         scoring = {m: pool.submit(scored, m, _model_events(inputs, i, m))
                    for i, m in enumerate(options.models)} if options.score else {}
         matching = match_frame(inputs, options.tolerance_s)
@@ -466,7 +473,8 @@ def _run(conn: Any, options: EnsembleOptions, write: bool) -> EnsembleResult:
         lap("fuse")
         if options.score:
             scoring[options.name] = pool.submit(scored, options.name, fused_frame)
-        fused_rows = fused_event_rows(fusion, fused_frame, run_id) if write else None
+        if events_writer is not None:
+            writes.append(pool.submit(events_writer.add, fused_event_rows(fusion, fused_frame, run_id)))
         result = EnsembleResult(run_id, options, inputs, truths, matching, fusion, fused_frame, notes=notes,
                                 timings_s=timings)
         params = json.dumps(options.params(), sort_keys=True)
@@ -483,11 +491,11 @@ def _run(conn: Any, options: EnsembleOptions, write: bool) -> EnsembleResult:
             result.unscored_videos = sorted(set(result.input_videos()) - set(result.scored_videos))
         result.notes.extend(coverage_notes(result))
         lap("score")
-        if write:
-            events = pool.submit(replace_events, open_events(conn), fused_rows,
-                                 scope_filter(models=[options.name], run_id=run_id))
-            result.written["ensemble_matches"] = writer.commit()
-            result.written["events"] = events.result()
+        for job in writes:  # every part is written (or kept, for a run written before) ...
+            job.result()
+        if matches_writer is not None and events_writer is not None:  # ... before any is committed
+            result.written["events"] = events_writer.commit()
+            result.written["ensemble_matches"] = matches_writer.commit()
             result.written["ensemble_metrics"] = write_metrics(conn, run_id, result.metrics)
             lap("write")
     return result

@@ -22,17 +22,16 @@ scores): counts, precision / recall / F1 at the tolerance and SoccerNet average-
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import lance
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from tables.connection import table_exists
 from tables.events import sql_quote
+from tables.staged_rows import StagedRows
 
 ENSEMBLE_MATCHES = "ensemble_matches"
 ENSEMBLE_METRICS = "ensemble_metrics"
@@ -167,48 +166,20 @@ def _replace_run(table: Any, key: str | list[str], run_id: str, data: pa.Table) 
     return data.num_rows
 
 
-class MatchesWriter:
-    """Writes one run's ``ensemble_matches`` rows part by part, made visible in one commit.
-
-    :meth:`add` may be called from several threads while the rest of the run is computed. For a
-    run id the table does not hold yet, each part is written at once as new data files and
-    :meth:`commit` appends them all in one transaction (nothing is visible before, and files of a
-    run that never commits belong to no version). A run written before is replaced in one merge
-    at :meth:`commit`, as :func:`write_matches` does.
-    """
+class MatchesWriter(StagedRows):
+    """One run's ``ensemble_matches`` rows written part by part while the run is computed and
+    made visible in one commit (:class:`~tables.staged_rows.StagedRows`): a new run id is one
+    append, a run written before is replaced in one merge, as :func:`write_matches` does."""
 
     def __init__(self, conn: Any, run_id: str) -> None:
-        self.table = _open(conn, ENSEMBLE_MATCHES, MATCHES_SCHEMA)
+        table = _open(conn, ENSEMBLE_MATCHES, MATCHES_SCHEMA)
+        super().__init__(table, MATCHES_SCHEMA, _run_scope(run_id),
+                         lambda rows: _replace_run(table, MATCH_KEY, run_id, rows))
         self.run_id = run_id
-        self.dataset = self.table.to_lance()
-        self.new_run = self.dataset.count_rows(filter=_run_scope(run_id)) == 0
-        self.parts: list[pa.Table] = []
-        self.fragments: list[Any] = []
-        self.rows = 0
-        self._lock = threading.Lock()
 
-    def add(self, rows: pa.Table) -> None:
-        """Write (or, when the run is replaced, keep) ``rows`` of :data:`MATCHES_SCHEMA`."""
-        rows = rows.select(MATCHES_SCHEMA.names).cast(MATCHES_SCHEMA)
+    def check(self, rows: pa.Table) -> None:
+        """Rows of other runs are refused."""
         _check_run(self.run_id, rows)
-        fragments = []
-        if self.new_run and rows.num_rows:
-            fragments = lance.fragment.write_fragments(rows, self.dataset, schema=MATCHES_SCHEMA)
-        with self._lock:
-            self.fragments.extend(fragments)
-            self.rows += rows.num_rows
-            if not self.new_run:
-                self.parts.append(rows)
-
-    def commit(self) -> int:
-        """Make the rows added the run's rows; returns how many there are."""
-        if self.new_run:
-            if self.fragments:
-                lance.LanceDataset.commit(self.dataset, lance.LanceOperation.Append(self.fragments),
-                                          read_version=self.dataset.version)
-            return self.rows
-        return _replace_run(self.table, MATCH_KEY, self.run_id,
-                            pa.concat_tables(self.parts) if self.parts else MATCHES_SCHEMA.empty_table())
 
 
 def write_matches(conn: Any, run_id: str, rows: pa.Table) -> int:

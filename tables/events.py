@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from tables.names import EVENTS
+from tables.staged_rows import StagedRows
 
 GROUND_TRUTH = "ground_truth"
 
@@ -144,15 +145,12 @@ def write_events(table: Any, events: Iterable[Event] | pa.Table, replace_scope: 
     return data.num_rows
 
 
-def replace_events(table: Any, data: pa.Table, scope: str) -> int:
-    """Make ``data`` the events of ``scope`` (SQL) in one atomic commit; every row of ``data``
-    must lie within ``scope``. A scope without rows yet is one append; otherwise the rows are
-    merged by ``event_id`` and the scope's other rows deleted (:func:`write_events`)."""
-    if table.count_rows(scope) == 0:
-        if data.num_rows:
-            table.add(data)
-        return data.num_rows
-    return write_events(table, data, replace_scope=scope)
+def staged_events(table: Any, scope: str) -> StagedRows:
+    """Events of ``scope`` written part by part and made the scope's events in one atomic commit at
+    :meth:`~tables.staged_rows.StagedRows.commit`; every row must lie within ``scope``. A scope
+    without events yet is one append; otherwise the rows are merged by ``event_id`` and the
+    scope's other rows deleted (:func:`write_events`)."""
+    return StagedRows(table, EVENTS_SCHEMA, scope, lambda rows: write_events(table, rows, replace_scope=scope))
 
 
 def ensure_event_indexes(table: Any) -> list[str]:

@@ -32,7 +32,7 @@ def test_new_run_parts_become_visible_in_one_commit(tmp_path: Path) -> None:
     conn = connect(str(tmp_path))
     write_matches(conn, "other", rows("other", "qwen", ["o1", "o2"]))
     writer = MatchesWriter(conn, "r1")
-    assert writer.new_run
+    assert writer.new_scope
     before = version(conn)
     parts = [rows("r1", m, [f"{m}-{i}" for i in range(50)]) for m in ("qwen", "llava", "ensemble")]
     with ThreadPoolExecutor(3) as pool:
@@ -50,7 +50,7 @@ def test_rerun_replaces_the_run_in_one_merge(tmp_path: Path) -> None:
     write_matches(conn, "r1", rows("r1", "qwen", ["a", "b", "c"]))
     write_matches(conn, "r2", rows("r2", "qwen", ["a"]))
     writer = MatchesWriter(conn, "r1")
-    assert not writer.new_run
+    assert not writer.new_scope
     writer.add(rows("r1", "qwen", ["b", "d"]))
     writer.add(rows("r1", "llava", ["b"]))
     before = version(conn)
