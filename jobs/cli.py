@@ -30,9 +30,17 @@ def _err(msg: str) -> None:
 
 
 def _connect(db: str | None) -> Any:
-    from tables.connection import connect
+    """The warehouse at ``db`` (default: the configured one); exits 2 with the reason when it
+    cannot be opened (an unreachable bucket, bad credentials)."""
+    from tables.connection import connect, lance_error_text
 
-    return connect(db)
+    conn = connect(db)
+    try:
+        conn.table_names()  # geneva connects lazily: reach the storage now, not mid-command
+    except Exception as err:  # noqa: BLE001 - any storage error ends the command with its reason
+        _err(f"cannot open the warehouse at {conn.uri}: {lance_error_text(err)}")
+        raise typer.Exit(2) from None
+    return conn
 
 
 def _progress(label: str):

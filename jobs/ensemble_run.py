@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,6 +55,7 @@ from jobs.spotting_metrics import (
     average_maps,
     claim_truths,
 )
+from tables.connection import lance_error_text
 from tables.ensemble_results import (
     MATCHES_SCHEMA,
     OVERALL,
@@ -250,9 +250,6 @@ class EnsembleResult:
         return VideoEvents(events, groups, pairs)
 
 
-_LANCE_LOCATION = re.compile(r",\s*/\S+\.rs:\d+:\d+\s*$")
-
-
 def _models_present(table: Any) -> list[str]:
     if table.count_rows() == 0:
         return []
@@ -288,7 +285,7 @@ def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventF
         rows = table.to_lance().to_table(columns=DETECTION_COLUMNS, filter=condition)
     except ValueError as err:
         _check_models_present(table, options)
-        msg = _LANCE_LOCATION.sub("", str(err))
+        msg = lance_error_text(err, limit=2000)
         raise ValueError(f"bad where filter {options.where!r} on the events table: {msg}") from None
     if set(pc.unique(rows.column("model")).to_pylist()) != set(wanted):
         _check_models_present(table, options)  # some model has no rows in scope: is it in the table at all?

@@ -42,6 +42,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tables.connection import lance_error_text
 from tables.events import (
     EVENTS_SCHEMA,
     GROUND_TRUTH,
@@ -62,9 +63,6 @@ DETECTOR_RUN = "detector"
 IMPORT_RUN = "import"
 #: Videos per ``write_events`` commit (keeps the scope filter short).
 _SCOPE_CHUNK = 500
-
-_LANCE_LOCATION = re.compile(r",\s*/\S+\.rs:\d+:\d+\s*$")
-
 
 def _rank(e: Event) -> tuple:
     conf = -math.inf if e.confidence is None else e.confidence
@@ -404,7 +402,7 @@ def query_events(conn: Any, where: str | None = None, limit: int | None = None) 
     try:
         rows = table.to_lance().to_table(filter=where) if where else table.to_lance().to_table()
     except (ValueError, OSError) as err:
-        msg = _LANCE_LOCATION.sub("", str(err))
+        msg = lance_error_text(err, limit=2000)
         raise ValueError(f"bad --where filter {where!r} on the events table: {msg}") from None
     rows = rows.sort_by([("video_id", "ascending"), ("time_s", "ascending"), ("model", "ascending"),
                          ("label", "ascending")])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import TYPE_CHECKING
 
 from tables.names import DB_ENV, DEFAULT_DB, VIDEOS
@@ -16,6 +17,16 @@ STORAGE_OPTIONS_ENV = "VW_STORAGE_OPTIONS"
 
 #: Stable row ids let chunker views (windows) refresh incrementally; they cannot be added later.
 STABLE_ROW_IDS = {"new_table_enable_stable_row_ids": "true"}
+
+
+_RUST_LOCATION = re.compile(r"(,\s*/\S+\.rs:\d+:\d+\s*$)|(,?\s*location: Location \{.*$)", re.DOTALL)
+
+
+def lance_error_text(err: BaseException, limit: int = 500) -> str:
+    """The message of a Lance / object-store error without the Rust source location (and its
+    debug dump) that ends it, cut to ``limit`` characters."""
+    text = _RUST_LOCATION.sub("", str(err)).strip()
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def db_uri(uri: str | None = None) -> str:

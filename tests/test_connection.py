@@ -99,3 +99,20 @@ def test_s3_warehouse_and_s3_videos(
     assert row["uri"] == "s3://vw-test/videos/clip.mp4"
     assert row["num_frames"] == 50 and row["width"] == 160
     assert any(p.endswith("videos.lance") for p in fs.ls("vw-test/warehouse"))
+
+
+def test_unreachable_warehouse_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    # an S3 endpoint on a closed loopback port: nothing answers
+    monkeypatch.setenv("VW_STORAGE_OPTIONS", json.dumps({
+        "aws_endpoint": "http://127.0.0.1:9", "allow_http": "true", "aws_region": "us-east-1",
+        "aws_access_key_id": "AKIAUNREACHABLE", "aws_secret_access_key": "secret-never-printed"}))
+    result = CliRunner().invoke(app, ["status", "--db", "s3://bucket/wh"])
+    assert result.exit_code == 2, result.output
+    assert "cannot open the warehouse at s3://bucket/wh:" in result.output
+    assert "127.0.0.1:9" in result.output and "Traceback" not in result.output
+    assert "secret-never-printed" not in result.output
+    assert ".rs:" not in result.output  # no Rust source location
