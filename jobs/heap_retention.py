@@ -7,8 +7,10 @@ more system time than the computing did. :func:`retained_heap` makes ``malloc`` 
 blocks from the heap and keep what is freed for the next block, and makes Arrow allocate with
 ``malloc`` too (its default pool returns freed memory to the system as well), so NumPy and Arrow
 reuse one another's freed memory. On leaving, the free memory goes back to the system
-(``malloc_trim``) and the defaults are restored. It changes the whole process while it is
-active; on C libraries other than glibc it changes nothing.
+(``malloc_trim``), Arrow's pool is restored and ``malloc`` gets its default limits back (but
+not glibc's dynamic mmap threshold, which any ``mallopt`` of these settings turns off for the
+rest of the process). It changes the whole process while it is active; on C libraries other
+than glibc it changes nothing.
 """
 
 from __future__ import annotations
