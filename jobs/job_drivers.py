@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,13 +110,30 @@ def is_alive(driver: Driver) -> bool | None:
     return start is None or start == driver.pid_start
 
 
+#: Attempts to open the drivers table while another driver is still creating it.
+_OPEN_ATTEMPTS = 6
+
+
+def _table_not_found(err: Exception) -> bool:
+    return type(err).__name__ == "TableNotFoundError" or "not found" in str(err).lower()
+
+
 def _drivers_table(conn: Any, create: bool) -> Any | None:
-    if DRIVERS_TABLE in set(conn.table_names()):
-        return conn.open_table(DRIVERS_TABLE)
-    if not create:
-        return None
-    # Two drivers may create it at once: the second one opens the first one's table.
-    return conn.create_table(DRIVERS_TABLE, schema=DRIVERS_SCHEMA, exist_ok=True)
+    for attempt in range(_OPEN_ATTEMPTS):
+        if DRIVERS_TABLE in set(conn.table_names()):
+            try:
+                return conn.open_table(DRIVERS_TABLE)
+            except Exception as err:
+                # listed but not openable yet: another driver is creating it right now
+                if not _table_not_found(err) or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+                continue
+        if not create:
+            return None
+        # Two drivers may create it at once: the second one opens the first one's table.
+        return conn.create_table(DRIVERS_TABLE, schema=DRIVERS_SCHEMA, exist_ok=True)
+    return None
 
 
 def record_driver(conn: Any, job_id: str, table: str, column: str, driver: Driver | None = None) -> None:

@@ -73,3 +73,34 @@ def test_abandoned_jobs_are_shown_and_marked_failed(tmp_path: Path) -> None:
     assert any("abandoned: its driver (pid" in e for e in record.events)
     assert {j.job_id for j in classify(conn, "videos")} == {"job-live", "job-foreign"}
     assert mark_abandoned(conn) == []  # idempotent
+
+
+def test_drivers_table_being_created_by_another_driver_is_waited_for(tmp_path: Path) -> None:
+    """A second driver can list ``_vw_job_drivers`` before the first one has committed it."""
+    from lance_namespace.errors import TableNotFoundError
+
+    from jobs import job_drivers
+    from tables.connection import connect
+
+    conn = connect(str(tmp_path))
+    job_drivers.record_driver(conn, "job-1", "videos", "frame_features")
+
+    class HalfCreated:
+        """Lists the table, but the first two opens find no committed version yet."""
+
+        def __init__(self) -> None:
+            self.opens = 0
+
+        def table_names(self) -> list[str]:
+            return conn.table_names()
+
+        def open_table(self, name: str) -> object:
+            self.opens += 1
+            if self.opens <= 2:
+                raise TableNotFoundError(f"Table not found: {name}")
+            return conn.open_table(name)
+
+    racing = HalfCreated()
+    job_drivers.record_driver(racing, "job-2", "videos", "video_embedding")  # type: ignore[arg-type]
+    assert racing.opens == 3
+    assert set(job_drivers.drivers(conn, ["job-1", "job-2"])) == {"job-1", "job-2"}
