@@ -287,9 +287,9 @@ def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventF
         _check_models_present(table, options)
         msg = lance_error_text(err, limit=2000)
         raise ValueError(f"bad where filter {options.where!r} on the events table: {msg}") from None
-    if set(pc.unique(rows.column("model")).to_pylist()) != set(wanted):
-        _check_models_present(table, options)  # some model has no rows in scope: is it in the table at all?
     frame = frame_from_arrow(rows, wanted, ground_truth=options.ground_truth if options.score else None)
+    if not np.bincount(frame.model, minlength=len(wanted)).all():
+        _check_models_present(table, options)  # some model has no rows in scope: is it in the table at all?
     n_models = len(options.models)
     # game and half come from the ground truth's metadata: the input models' events carry neither
     inputs = replace(replace(frame, game=None, half=None).take(np.flatnonzero(frame.model < n_models)),

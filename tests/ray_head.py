@@ -13,8 +13,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -109,3 +112,16 @@ class RayHead:
             except ProcessLookupError:
                 pass
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@contextmanager
+def running_head(num_cpus: int) -> Iterator[RayHead]:
+    """A started Ray head of the venv's ``ray`` with ``num_cpus`` logical CPUs; stopped on exit,
+    and no process of it may be left behind."""
+    head = RayHead(str(Path(sys.executable).parent / "ray"), num_cpus=num_cpus)
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()
+    assert not head.pids(), "the test Ray head left processes behind"

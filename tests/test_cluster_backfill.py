@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ray_head import RayHead
+from tests.ray_head import RayHead, running_head
 from tests.videogen import make_cfr_video
 
 pytestmark = pytest.mark.integration
@@ -23,13 +23,8 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture()
 def ray_head():
-    head = RayHead(str(BIN / "ray"), num_cpus=2)
-    try:
-        head.start()
+    with running_head(num_cpus=2) as head:
         yield head
-    finally:
-        head.stop()
-    assert not head.pids(), "the test Ray head left processes behind"
 
 
 def _vw(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.ray_head import RayHead, _processes
+from tests.ray_head import RayHead, _processes, running_head
 from tests.videogen import make_cfr_video
 from udfs.trace import read_trace
 
@@ -58,13 +58,8 @@ def make_videos(directory: Path, count: int, prefix: str = "v") -> list[Path]:
 @pytest.fixture(scope="session")
 def ray_head() -> Iterator[RayHead]:
     """One Ray head (4 logical CPUs) that every `vw` subprocess of these tests joins."""
-    head = RayHead(str(BIN / "ray"), num_cpus=4)
-    try:
-        head.start()
+    with running_head(num_cpus=4) as head:
         yield head
-    finally:
-        head.stop()
-    assert not head.pids(), "the test Ray head left processes behind"
 
 
 def job_workers(head: RayHead) -> list[tuple[int, str]]:
