@@ -1,7 +1,7 @@
 """Search benchmark: recall@10 and latency of the indexed read paths against exact search.
 
 Three workloads, each through the product's own code (:func:`tables.search.search`,
-:func:`tables.moments.find_moments`, :func:`jobs.index.run_index`):
+:func:`tables.moments.find_moments`, :func:`jobs.indexing.run_index`):
 
 ``pooled``
     100,000 pooled 1024-d vectors (``video_embedding_pooled``): clustered synthetic vectors
@@ -119,7 +119,7 @@ def real_frame_vectors(fps: float, dim: int) -> tuple[np.ndarray, list[str]]:
 
 
 def bench_pooled(root: Path, n: int, n_queries: int, real_fps: float) -> dict[str, Any]:
-    from jobs.index import IndexOptions, run_index
+    from jobs.indexing import IndexOptions, run_index
     from tables.connection import connect
     from tables.search import search
     from tables.vector_search import SearchParams, ann, search_params, vector_index
@@ -214,7 +214,7 @@ def video_steps(n: int, rng: np.random.Generator, themes: np.ndarray) -> Iterato
 
 
 def bench_multivector(root: Path, n: int, n_queries: int) -> dict[str, Any]:
-    from jobs.index import IndexOptions, run_index
+    from jobs.indexing import IndexOptions, run_index
     from tables.connection import connect
     from tables.pooling import parse_pooling
     from tables.search import search
@@ -295,7 +295,7 @@ def bench_multivector(root: Path, n: int, n_queries: int) -> dict[str, Any]:
 
 
 def bench_moments(root: Path, videos: int, n_queries: int) -> dict[str, Any]:
-    from jobs.index import IndexOptions, run_index
+    from jobs.indexing import IndexOptions, run_index
     from tables.connection import connect
     from tables.moments import dedupe, find_moments
     from tables.vector_search import SearchParams

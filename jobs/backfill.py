@@ -29,12 +29,14 @@ from typing import Any
 
 from jobs.job_drivers import mark_abandoned, record_driver
 from manifests.clusters import ClusterSpec
+from tables.column_state import UDF_VERSION_KEY, failed_rows, field_spec, missing_filter, recent_errors
 from tables.connection import open_videos, table_exists
 from tables.names import VIDEOS, WINDOWS, frame_features_column, pooled_column, times_column, video_embedding_column
+from udfs.errors import NotFoundError, VwError
 from udfs.models import ModelSpec, frame_features_spec, resolve_profile, vjepa2_spec
 
 
-class BackfillError(RuntimeError):
+class BackfillError(VwError, RuntimeError):
     """A backfill could not be started (bad column, incompatible existing column, bad SQL)."""
 
 
@@ -74,6 +76,16 @@ class ColumnReport:
     def computed(self) -> int:
         """Rows newly filled by this run."""
         return self.filled_after - self.filled_before
+
+
+def report_lines(reports: list[ColumnReport]) -> Iterator[tuple[bool, str]]:
+    """The summary of a backfill: ``(is_error, line)`` per column and per error record."""
+    for r in reports:
+        again = f" (+{r.recomputed} recomputed: new UDF version)" if r.recomputed else ""
+        yield False, (f"  {r.column}: {r.computed} computed{again}, {r.filled_after}/{r.rows} filled, "
+                      f"{r.failed} failed, {r.seconds:.1f}s")
+        for e in r.errors:
+            yield True, f"  error row {e['row_address']}: {e['error_type']}: {e['message']}"
 
 
 @dataclass
@@ -192,15 +204,6 @@ def stage_for(column: str) -> Stage:
     raise BackfillError(f"unknown column {column!r}: backfillable columns are {', '.join(known)}")
 
 
-def field_spec(table: Any, column: str) -> dict[str, str]:
-    """The ``vw.*`` field metadata of an existing column (empty when absent)."""
-    schema = table.schema
-    if column not in schema.names:
-        return {}
-    meta = schema.field(column).metadata or {}
-    return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"vw.")}
-
-
 def _check_compatible(table: Any, column: str, spec: ModelSpec, replace: bool) -> bool:
     """True when the column must be (re)registered; raises when it holds another model's output."""
     existing = field_spec(table, column)
@@ -218,9 +221,6 @@ def _check_compatible(table: Any, column: str, spec: ModelSpec, replace: bool) -
         f"column {column!r} holds output computed differently ({detail}). "
         "Re-run with --replace to drop it and recompute every row."
     )
-
-
-UDF_VERSION_KEY = "vw.udf_version"
 
 
 def ensure_columns(table: Any, stage: Stage, opts: BackfillOptions, spec: ModelSpec) -> dict[str, bool]:
@@ -260,15 +260,6 @@ def _validate_where(table: Any, where: str | None) -> None:
         table.count_rows(where)
     except Exception as err:  # noqa: BLE001 - surfaced as a clear message
         raise BackfillError(f"invalid --where {where!r}: {err}") from err
-
-
-def missing_filter(table: Any, column: str) -> str:
-    """SQL filter of the rows of ``table`` whose ``column`` holds no value (failed or not computed).
-
-    ``col IS NULL``, unless the column's field metadata says otherwise (``vw.missing``): geneva
-    stores a failed struct cell as a struct of NULL fields, so struct columns name a field.
-    """
-    return field_spec(table, column).get("vw.missing") or f"{column} IS NULL"
 
 
 def _where_for(missing: str, opts: BackfillOptions) -> str | None:
@@ -394,25 +385,6 @@ def joined_ray(address: str) -> Iterator[None]:
         ray.shutdown()
 
 
-def recent_errors(table: Any, column: str, limit: int = 5) -> list[dict[str, Any]]:
-    """The newest error records of ``column`` as dicts (video row, exception, message)."""
-    try:
-        errors = table.get_errors(column_name=column)
-    except Exception:  # noqa: BLE001 - no error store yet means no errors
-        return []
-    errors = sorted(errors, key=lambda e: e.timestamp, reverse=True)[:limit]
-    return [
-        {
-            "row_address": e.row_address,
-            "error_type": e.error_type,
-            "message": e.error_message,
-            "job_id": e.job_id,
-            "time": e.timestamp.isoformat(),
-        }
-        for e in errors
-    ]
-
-
 def run_backfill(
     conn: Any,
     columns: list[str],
@@ -460,7 +432,7 @@ def open_stage_table(conn: Any, stage: Stage) -> Any:
     if stage.table == VIDEOS:
         return open_videos(conn, create=False)
     if not table_exists(conn, stage.table):
-        raise LookupError(
+        raise NotFoundError(
             f"the warehouse at {conn.uri} has no '{stage.table}' table, which stage "
             f"{stage.name!r} fills: create it first"
         )
@@ -474,7 +446,6 @@ def _filled(table: Any, col: str, scope: str | None, rows: int) -> int:
 
 def _failed_in_scope(table: Any, col: str, scope: str | None) -> int:
     """Missing rows of ``col`` in ``scope`` that have an error record (0 when some missing row has none)."""
-    from jobs.status import failed_rows
 
     null = f"({missing_filter(table, col)})"
     missing = _count(table, " AND ".join(filter(None, [scope, null])))

@@ -13,9 +13,14 @@ from typing import Any
 
 import typer
 
-from jobs.backfill import BackfillError, BackfillOptions, run_backfill
+from jobs.backfill import BackfillOptions, report_lines, run_backfill
+from jobs.progress import line_progress
 from jobs.samples import sample_videos
-from udfs.models import ModelUnavailableError, frame_features_spec, vjepa2_spec
+from tables.connection import open_videos
+from tables.ingest import ingest
+from udfs.errors import VwError
+from udfs.models import frame_features_spec, vjepa2_spec
+from udfs.redact import redact
 
 DEMO_PROFILES = "frame_features=offline,tiny"
 DEMO_COLUMNS = ["video_embedding", "frame_features"]
@@ -23,13 +28,11 @@ DEMO_COLUMNS = ["video_embedding", "frame_features"]
 
 def run_demo(conn: Any, profile: str, videos_dir: Path) -> int:
     """Ingest the sample clips, backfill the video stages, print what happened; exit code."""
-    from jobs.cli import do_ingest, print_reports
-
     start = time.monotonic()
     typer.echo(f"warehouse: {conn.uri}")
     try:
         specs = [vjepa2_spec(profile), frame_features_spec(profile)]
-    except (ModelUnavailableError, ValueError) as err:
+    except VwError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
     for spec in specs:
@@ -39,18 +42,26 @@ def run_demo(conn: Any, profile: str, videos_dir: Path) -> int:
                 "the pipeline but carries no meaning. Use --models full for the real checkpoints."
             )
     videos = sample_videos(videos_dir)
-    report = do_ingest(conn, [str(v) for v in videos], source="demo", split=None)
+    report = ingest(open_videos(conn), [str(v) for v in videos], source="demo", split=None,
+                    progress=line_progress("probing"))
+    for failure in report.failures:
+        typer.echo(redact(f"FAILED {failure.input}: {failure.reason}"), err=True)
+    typer.echo(
+        f"ingest: {report.inserted} new, {report.updated} updated, "
+        f"{len(report.failures)} failed; videos table version {report.table_version}"
+    )
     opts = BackfillOptions(profile=profile, batch_size=4)
     try:
         reports = run_backfill(conn, DEMO_COLUMNS, opts, log=typer.echo)
-    except (BackfillError, ModelUnavailableError) as err:
+    except VwError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
     typer.echo("")
     typer.echo("demo summary")
     typer.echo(f"  videos ingested: {report.inserted} new, {report.updated} updated, "
                f"{len(report.failures)} failed")
-    print_reports(reports)
+    for is_error, line in report_lines(reports):
+        typer.echo(redact(line) if is_error else line, err=is_error)
     for spec in specs:
         typer.echo(f"  model: {spec.label()}")
     typer.echo(f"  total time: {time.monotonic() - start:.1f}s")

@@ -29,17 +29,17 @@ from typing import Any
 
 import numpy as np
 
-from jobs.backfill import field_spec
 from jobs.file_names import safe_name
-from jobs.status import failed_rows
+from tables.column_state import failed_rows, field_spec
 from udfs.arrays import steps_from_arrow
+from udfs.errors import VwError
 
 FAILED_FILE = "failed_videos.json"
 INDEX_FILE = "index.json"
 _READ_BATCH = 256
 
 
-class ExportError(RuntimeError):
+class ExportError(VwError, RuntimeError):
     """The export cannot run (unknown column, not a per-frame column, bad filter)."""
 
 

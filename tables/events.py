@@ -21,10 +21,11 @@ from typing import Any
 
 import pyarrow as pa
 
+from tables.filters import sql_quote
 from tables.names import EVENTS
+from tables.names import GROUND_TRUTH as GROUND_TRUTH  # re-exported: the events table's ground-truth model
 from tables.staged_rows import StagedRows
-
-GROUND_TRUTH = "ground_truth"
+from udfs.errors import NotFoundError
 
 EVENTS_SCHEMA = pa.schema(
     [
@@ -109,13 +110,8 @@ def open_events(conn: Any, create: bool = True) -> Any:
     if EVENTS in set(conn.table_names()):
         return conn.open_table(EVENTS)
     if not create:
-        raise LookupError(f"the warehouse at {conn.uri} has no '{EVENTS}' table yet")
+        raise NotFoundError(f"the warehouse at {conn.uri} has no '{EVENTS}' table yet")
     return conn.create_table(EVENTS, schema=EVENTS_SCHEMA)
-
-
-def sql_quote(value: str) -> str:
-    """``value`` as a SQL string literal."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def scope_filter(models: Sequence[str] | None = None, video_ids: Sequence[str] | None = None,

@@ -36,11 +36,12 @@ from tables.filters import combine, literal
 from tables.names import VIDEOS, frame_features_column, times_column
 from tables.sharding import ShardedSampler
 from tables.snapshot import pin_table
+from udfs.errors import VwError
 
 _SCAN_BATCH = 8192
 
 
-class FeatureDatasetError(ValueError):
+class FeatureDatasetError(VwError, ValueError):
     """The dataset cannot be built as asked (unknown table or column, bad filter)."""
 
 

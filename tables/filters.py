@@ -5,11 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tables.events import sql_quote
+from udfs.errors import VwError
 
 
-class FilterError(ValueError):
+class FilterError(VwError, ValueError):
     """A filter that the table cannot evaluate (names the filter and the engine's message)."""
+
+
+def sql_quote(value: str) -> str:
+    """``value`` as a SQL string literal."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def literal(value: Any) -> str:

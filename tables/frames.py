@@ -31,6 +31,7 @@ from tables.filters import in_list
 from tables.names import VIDEOS
 from tables.vector_columns import VectorColumn, describe_column
 from udfs.arrays import steps_from_arrow
+from udfs.errors import VwError
 
 DEFAULT_FRAMES_TABLE = "frames"
 IDENTITY_KEYS = ("vw.name", "vw.profile", "vw.fps")
@@ -38,7 +39,7 @@ _WRITE_ROWS = 65536
 _DELETE_CHUNK = 500
 
 
-class FramesError(RuntimeError):
+class FramesError(VwError, RuntimeError):
     """The frames table cannot be built or used (names the table, the column and the reason)."""
 
 

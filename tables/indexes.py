@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tables.choices import VECTOR_INDEX_TYPES
 from tables.vector_search import SearchParams, search_params, vector_index
+from udfs.errors import VwError
 
 MIN_ROWS = 5000
 ROWS_PER_PARTITION = 250_000
@@ -45,10 +47,10 @@ SCALAR_CANDIDATES = {
     "events": ("video_id", "model", "label", "time_s", "confidence"),
 }
 FTS_CANDIDATES = {"videos": ("caption",)}
-VECTOR_TYPES = ("IVF_FLAT", "IVF_SQ", "IVF_PQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT", "IVF_RQ")
+VECTOR_TYPES = VECTOR_INDEX_TYPES
 
 
-class IndexBuildError(ValueError):
+class IndexBuildError(VwError, ValueError):
     """An index that cannot be built as asked (names the table, the column and the reason)."""
 
 

@@ -80,7 +80,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from tables.events import sql_quote
+from tables.filters import sql_quote
 from tables.schema import VIDEOS_SCHEMA
 from udfs.redact import redact
 

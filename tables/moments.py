@@ -40,8 +40,8 @@ import numpy as np
 import pyarrow as pa
 
 from tables.catalog import all_table_names, cached_dataset, open_cached
-from tables.events import sql_quote
-from tables.filters import count_matching, in_list
+from tables.choices import MOMENT_CANDIDATES, MomentCandidates
+from tables.filters import count_matching, in_list, sql_quote
 from tables.frames import frames_state, frames_table_name
 from tables.names import VIDEOS, frame_features_column
 from tables.pooling import l2_normalise
@@ -110,7 +110,7 @@ def find_moments(
     where: str | None = None,
     gap_s: float = DEFAULT_GAP_S,
     columns: Sequence[str] = (),
-    candidates: str = "auto",
+    candidates: MomentCandidates = "auto",
     include_query: bool = False,
     params: SearchParams | None = None,
     device: str | None = None,
@@ -121,8 +121,8 @@ def find_moments(
         raise SearchError(f"k must be >= 1, got {k}")
     if gap_s < 0:
         raise SearchError(f"gap_s must be >= 0, got {gap_s}")
-    if candidates not in ("auto", "exact", "frames"):
-        raise SearchError(f"unknown candidates {candidates!r}: use auto, exact or frames")
+    if candidates not in MOMENT_CANDIDATES:
+        raise SearchError(f"unknown candidates {candidates!r}: use {', '.join(MOMENT_CANDIDATES)}")
     given = [n for n, v in (("video_id", video_id), ("image", image), ("vector", vector)) if v is not None]
     if len(given) != 1:
         raise SearchError("give exactly one moment query: video_id with time_s, image, or vector")

@@ -1,40 +1,30 @@
-"""Table and column names used across the warehouse (stable once chosen)."""
+"""Table and column names used across the warehouse (stable once chosen).
+
+The computed columns' names are defined beside the stages in :mod:`udfs.columns` (UDF modules
+must not import ``tables``) and re-exported here, so readers find every name in one module.
+"""
 
 from __future__ import annotations
 
-import os
+from udfs.columns import (  # noqa: F401 - re-exported: the column names of the stages
+    DEFAULT_FRAME_FEATURES_COL,
+    DEFAULT_VIDEO_EMBEDDING_COL,
+    FRAME_FEATURES_ENV,
+    POOLED_SUFFIX,
+    TIMES_SUFFIX,
+    VIDEO_EMBEDDING_ENV,
+    frame_features_column,
+    pooled_column,
+    times_column,
+    video_embedding_column,
+)
 
 VIDEOS = "videos"
 WINDOWS = "windows"
 EVENTS = "events"
 
+#: Model name of ground-truth annotations in ``events``.
+GROUND_TRUTH = "ground_truth"
+
 DEFAULT_DB = "./warehouse"
 DB_ENV = "VW_DB"
-
-VIDEO_EMBEDDING_ENV = "VIDEO_EMBEDDING_COL"
-DEFAULT_VIDEO_EMBEDDING_COL = "video_embedding"
-POOLED_SUFFIX = "_pooled"
-
-FRAME_FEATURES_ENV = "FRAME_FEATURES_COL"
-DEFAULT_FRAME_FEATURES_COL = "frame_features"
-TIMES_SUFFIX = "_times"
-
-
-def video_embedding_column() -> str:
-    """Name of the per-step V-JEPA 2 column (``VIDEO_EMBEDDING_COL``, default ``video_embedding``)."""
-    return os.environ.get(VIDEO_EMBEDDING_ENV, DEFAULT_VIDEO_EMBEDDING_COL)
-
-
-def pooled_column(column: str) -> str:
-    """Name of the pooled, L2-normalised companion of a per-step embedding column."""
-    return column + POOLED_SUFFIX
-
-
-def frame_features_column() -> str:
-    """Name of the per-frame features column (``FRAME_FEATURES_COL``, default ``frame_features``)."""
-    return os.environ.get(FRAME_FEATURES_ENV, DEFAULT_FRAME_FEATURES_COL)
-
-
-def times_column(column: str) -> str:
-    """Name of the timestamps companion of a per-frame column (``<column>_times``)."""
-    return column + TIMES_SUFFIX

@@ -32,13 +32,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from udfs.errors import VwError
+
 DEFAULT_SIGMA = 0.25
 STRATEGIES = ("mean", "max", "centre", "segment:A-B", "multivector")
 _SEGMENT = re.compile(r"^segment:\s*([0-9]*\.?[0-9]+)\s*-\s*([0-9]*\.?[0-9]+)$")
 _CENTRE = re.compile(r"^cent(?:re|er)(?::\s*([0-9]*\.?[0-9]+))?$")
 
 
-class PoolingError(ValueError):
+class PoolingError(VwError, ValueError):
     """A pooling specification that cannot be used (names the specification and the problem)."""
 
 

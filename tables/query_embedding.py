@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from tables.vector_columns import VectorColumn
+from udfs.errors import VwError
 
 
-class QueryEmbeddingError(RuntimeError):
+class QueryEmbeddingError(VwError, RuntimeError):
     """A query could not be embedded for a column (names the query, the column and the reason)."""
 
 

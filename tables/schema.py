@@ -30,13 +30,3 @@ VIDEOS_SCHEMA = pa.schema(
 
 #: Base columns ingest may overwrite on re-ingest (everything except the key).
 VIDEOS_UPDATABLE = [f.name for f in VIDEOS_SCHEMA if f.name != "video_id"]
-
-
-def embedding_steps_type(dim: int) -> pa.DataType:
-    """``list<fixed_size_list<float32, dim>>``: one vector per time step (or frame)."""
-    return pa.list_(pa.list_(pa.float32(), dim))
-
-
-def vector_type(dim: int) -> pa.DataType:
-    """``fixed_size_list<float32, dim>``: one vector per row (ANN-indexable)."""
-    return pa.list_(pa.float32(), dim)

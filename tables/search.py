@@ -60,8 +60,8 @@ import numpy as np
 import pyarrow as pa
 
 from tables.catalog import cached_dataset, open_cached
-from tables.events import sql_quote
-from tables.filters import combine, count_matching, in_list
+from tables.choices import SEARCH_CANDIDATES, SearchCandidates, TextMode
+from tables.filters import combine, count_matching, in_list, sql_quote
 from tables.names import VIDEOS, video_embedding_column
 from tables.pooling import Pooling, l2_normalise, maxsim, parse_pooling
 from tables.search_result import SearchResult, attach_columns, ranked_table
@@ -77,12 +77,13 @@ from tables.vector_search import (
     vector_ranking,
 )
 from udfs.arrays import steps_from_arrow
+from udfs.errors import VwError
 
 KEY = "video_id"
-CANDIDATES = ("auto", "exact", "pooled", "frames", "ann")
+CANDIDATES = SEARCH_CANDIDATES
 
 
-class SearchError(ValueError):
+class SearchError(VwError, ValueError):
     """A search that cannot run as asked (names the input and the problem)."""
 
 
@@ -124,9 +125,9 @@ def search(
     where: str | None = None,
     prefilter: bool = True,
     columns: Sequence[str] = (),
-    candidates: str = "auto",
+    candidates: SearchCandidates = "auto",
     pool_size: int | None = None,
-    text_mode: str = "auto",
+    text_mode: TextMode = "auto",
     text_column: str = "caption",
     embedding_column: str = "caption_embedding",
     include_query: bool = False,

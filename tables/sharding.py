@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from udfs.errors import SettingError
+
 
 def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """``(rank, world_size)``: the arguments, else torch.distributed when initialised, else the
@@ -32,7 +34,7 @@ def dist_info(rank: int | None = None, world_size: int | None = None) -> tuple[i
         rank = r if rank is None else rank
         world_size = w if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"invalid sharding: rank {rank} of world size {world_size}")
+        raise SettingError(f"invalid sharding: rank {rank} of world size {world_size}")
     return rank, world_size
 
 

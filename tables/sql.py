@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from tables.catalog import user_table_names
 from tables.connection import storage_options_from_env
+from udfs.errors import VwError
 
 ALLOWED_STATEMENTS = ("SELECT", "EXPLAIN")
 #: Table functions that read files (or list them); refused by name with a clear message.
@@ -47,7 +48,7 @@ FILE_FUNCTIONS = re.compile(
 _STRINGS_AND_COMMENTS = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
-class SqlError(ValueError):
+class SqlError(VwError, ValueError):
     """A statement that was refused, or failed in the engine (message + the query text)."""
 
 

@@ -27,16 +27,18 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tables.choices import TEXT_MODES
 from tables.filters import FilterError
 from tables.search_result import ranked_table
 from tables.vector_search import SearchParams, vector_ranking
+from udfs.errors import VwError
 
 RRF_K = 60
-MODES = ("auto", "fts", "semantic", "hybrid")
+MODES = TEXT_MODES
 KEY = "video_id"
 
 
-class TextSearchError(ValueError):
+class TextSearchError(VwError, ValueError):
     """A text search that cannot run (no index / column for the mode, empty text)."""
 
 

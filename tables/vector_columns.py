@@ -13,9 +13,10 @@ from typing import Any
 import pyarrow as pa
 
 from tables.names import pooled_column, times_column
+from udfs.errors import VwError
 
 
-class ColumnError(ValueError):
+class ColumnError(VwError, ValueError):
     """A column that is missing or cannot be used the way it was asked (names table and column)."""
 
 

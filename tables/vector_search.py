@@ -27,6 +27,7 @@ import pyarrow as pa
 from tables.filters import FilterError
 from tables.pooling import l2_normalise
 from udfs.arrays import steps_from_arrow
+from udfs.errors import SettingError
 
 SCAN_BATCH = 4096
 VECTOR_INDEX_TYPES = ("IVF", "HNSW", "PQ", "SQ", "RQ", "FLAT")
@@ -308,7 +309,7 @@ def vector_ranking(table: Any, column: str, query: np.ndarray, k: int, *, key: s
         plan["method"] = "exact"
         return out, plan
     if mode != "ann":
-        raise ValueError(f"unknown candidates mode {candidates!r}: use auto, exact or ann")
+        raise SettingError(f"unknown candidates mode {candidates!r}: use auto, exact or ann")
     p = search_params(info, k, params)
     out = ann(table, column, query, k, where=where, prefilter=prefilter, select=[key], params=p,
               bypass_index=info is None)

@@ -24,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from udfs.errors import VwError
+
 #: Name of the blob column holding video bytes.
 VIDEO_BLOB_COLUMN = "video"
 #: Lance data storage versions that can hold the blob v2 encoding.
@@ -32,7 +34,7 @@ _BLOB_STORAGE_VERSIONS = ("2.2", "2.3", "2.4")
 WRITE_CHUNK_BYTES = 256 * 2**20
 
 
-class BlobColumnError(ValueError):
+class BlobColumnError(VwError, ValueError):
     """The table cannot hold a blob column (storage format too old)."""
 
 

@@ -43,8 +43,9 @@ from typing import Any
 import pyarrow as pa
 
 from tables.connection import open_videos, table_exists
-from tables.events import sql_quote
+from tables.filters import sql_quote
 from tables.names import WINDOWS
+from udfs.errors import NotFoundError, VwError
 
 DEFAULT_WINDOW_S = 4.0
 DEFAULT_STEP_S = 2.0
@@ -67,8 +68,8 @@ WINDOWS_SCHEMA = pa.schema(
 )
 
 
-class WindowSettingsError(ValueError):
-    """The ``windows`` table was built with other settings than the ones asked for."""
+class WindowSettingsError(VwError, ValueError):
+    """Window settings that are invalid, or that differ from the ones the ``windows`` table was built with."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +84,9 @@ class WindowSettings:
         for name in ("window_s", "step_s", "fps"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"window setting {name} must be a positive number, got {value!r}")
+                raise WindowSettingsError(f"window setting {name} must be a positive number, got {value!r}")
         if self.step_s > self.window_s:
-            raise ValueError(
+            raise WindowSettingsError(
                 f"the step ({self.step_s:g} s) is longer than the window ({self.window_s:g} s): "
                 "parts of the videos would never be analysed"
             )
@@ -197,7 +198,7 @@ def open_windows(conn: Any, create: bool = False) -> Any:
     if table_exists(conn, WINDOWS):
         return conn.open_table(WINDOWS)
     if not create:
-        raise LookupError(f"the warehouse at {conn.uri} has no '{WINDOWS}' table yet: run `vw windows` first")
+        raise NotFoundError(f"the warehouse at {conn.uri} has no '{WINDOWS}' table yet: run `vw windows` first")
     return conn.create_table(WINDOWS, schema=WINDOWS_SCHEMA)
 
 

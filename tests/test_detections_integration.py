@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from jobs.backfill import BackfillOptions, run_backfill
 from jobs.cli import app
-from jobs.events import events_from_cells, refresh_detection_events
+from jobs.event_jobs import events_from_cells, refresh_detection_events
 from tables.connection import connect
 from tables.ingest import ingest
 from tables.windows import open_windows

@@ -22,7 +22,139 @@ def test_tables_is_not_pytables() -> None:
     assert tables.PROJECT == "video-warehouse"
 
 
-def test_udf_modules_do_not_import_jobs() -> None:
-    for path in (ROOT / "udfs").glob("*.py"):
-        text = path.read_text()
-        assert "from jobs" not in text and "import jobs" not in text, path.name
+
+
+# --- the import graph: no circles, imports go downwards only -------------------------------------
+
+#: Layer of each package: a module may import its own package and packages of a lower layer.
+#: ``udfs`` (the computation) is the bottom; ``tables`` (tables and read paths) and ``manifests``
+#: (worker environments, clusters) sit on it side by side; ``jobs`` (runner, jobs, CLI) is the top.
+LAYERS = {"udfs": 0, "tables": 1, "manifests": 1, "jobs": 2}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _project_modules() -> dict[str, Path]:
+    return {_module_name(p): p for pkg in LAYERS for p in (ROOT / pkg).rglob("*.py")}
+
+
+def _imports(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """Every project module each module imports, at module level or inside functions."""
+    import ast
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        out: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                out.update(r for a in node.names if (r := resolve(a.name)))
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                    package = package[: len(package) - node.level + 1]
+                    base = ".".join([*package, base] if base else package)
+                for alias in node.names:
+                    full = f"{base}.{alias.name}"
+                    target = full if full in modules else resolve(base)
+                    if target:
+                        out.add(target)
+        out.discard(name)
+        graph[name] = out
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_circles() -> None:
+    graph = _imports(_project_modules())
+    assert _cycles(graph) == []
+
+
+def test_cycle_finder_finds_a_circle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_imports_go_downwards_only() -> None:
+    graph = _imports(_project_modules())
+    upward = sorted(
+        f"{src} -> {dst}"
+        for src, targets in graph.items()
+        for dst in targets
+        if (a := src.split(".")[0]) != (b := dst.split(".")[0]) and LAYERS[b] >= LAYERS[a]
+    )
+    assert upward == []
+
+
+def test_command_groups_do_not_import_the_cli_root() -> None:
+    graph = _imports(_project_modules())
+    offenders = sorted(m for m, targets in graph.items() if m.startswith("jobs.cli.") and "jobs.cli" in targets)
+    assert offenders == []
+
+
+def test_building_the_command_line_imports_nothing_heavy() -> None:
+    """``vw --help`` stays fast: building every command imports no data or model library."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, typer.main, jobs.cli\n"
+        "typer.main.get_command(jobs.cli.app)\n"
+        "heavy = ('torch', 'torchcodec', 'ray', 'geneva', 'lance', 'lancedb', 'pyarrow', 'pandas', 'numpy', "
+        "'numba', 'duckdb', 'transformers', 'matplotlib')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

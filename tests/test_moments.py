@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.index import IndexOptions, run_index
+from jobs.indexing import IndexOptions, run_index
 from tables.connection import connect
 from tables.frames import frames_state, refresh_frames
 from tables.moments import dedupe, find_moments

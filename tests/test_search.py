@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from jobs.index import IndexOptions, run_index
+from jobs.indexing import IndexOptions, run_index
 from tables.connection import connect
 from tables.pooling import PoolingError, parse_pooling
 from tables.search import SearchError, search

@@ -1,4 +1,4 @@
-"""Arrow layouts of vector columns: per-row ``[T, D]`` arrays <-> ``list<fixed_size_list>``.
+"""Arrow layouts of vector columns (their types, and per-row ``[T, D]`` arrays <-> ``list<fixed_size_list>``).
 
 Conversions go through flat numpy buffers (no Python lists of floats), so a row of a few
 thousand vectors converts in well under a millisecond.
@@ -52,3 +52,13 @@ def optional_float(array: pa.Array, i: int) -> float | None:
     """Element ``i`` of a numeric Arrow array as a float (None for NULL)."""
     value = array[i].as_py()
     return None if value is None else float(value)
+
+
+def embedding_steps_type(dim: int) -> pa.DataType:
+    """``list<fixed_size_list<float32, dim>>``: one vector per time step (or frame)."""
+    return pa.list_(pa.list_(pa.float32(), dim))
+
+
+def vector_type(dim: int) -> pa.DataType:
+    """``fixed_size_list<float32, dim>``: one vector per row (ANN-indexable)."""
+    return pa.list_(pa.float32(), dim)

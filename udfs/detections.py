@@ -52,6 +52,7 @@ from udfs.batching import OutcomeCache, default_device, run_adaptive
 from udfs.decode import SamplingPlan, decode, plan_times, probe
 from udfs.detection_parser import ParsedAnswer, parse_answer
 from udfs.detector_models import DetectorSettings, detector_spec, family, stage_name
+from udfs.errors import SettingError, VwError
 from udfs.models import ModelSpec, resolve_profile
 from udfs.video_detector import VideoDetector, fit_within
 
@@ -78,7 +79,7 @@ DETECTION_TYPE = pa.struct([
 ])
 
 
-class WindowOutOfMemoryError(RuntimeError):
+class WindowOutOfMemoryError(VwError, RuntimeError):
     """CUDA ran out of memory for one window alone (batch size 1)."""
 
 
@@ -133,7 +134,7 @@ class WindowDetections:
         self.model = model
         self.settings = settings or DetectorSettings.from_env()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise SettingError(f"batch_size must be >= 1, got {batch_size}")
         self.batch_size = batch_size
         self._limit = batch_size  # lowered after CUDA out-of-memory
         self.device = device

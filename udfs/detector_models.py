@@ -30,13 +30,15 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from udfs.detection_parser import LABELS
 from udfs.detection_prompt import PROMPT_VERSION, prompt_text
+from udfs.errors import SettingError, choices
 from udfs.models import ModelSpec, ModelUnavailableError, from_pretrained, no_offline_model, resolve_profile
 
-FAMILIES = ("llava", "qwen")
+DetectorFamily = Literal["llava", "qwen"]
+FAMILIES = choices(DetectorFamily)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ TINY_FRAME_SIDE = 56
 def family(key: str) -> Family:
     """The detector family ``key`` (``llava`` or ``qwen``); raises ``ValueError`` otherwise."""
     if key not in FAMILY:
-        raise ValueError(f"unknown detector {key!r}: choose one of {', '.join(FAMILIES)}")
+        raise SettingError(f"unknown detector {key!r}: choose one of {', '.join(FAMILIES)}")
     return FAMILY[key]
 
 
@@ -83,7 +85,7 @@ def _env_bool(name: str, default: bool) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"{name} must be true or false, got {raw!r}")
+    raise SettingError(f"{name} must be true or false, got {raw!r}")
 
 
 def _env_number(name: str, default: float, kind: type) -> Any:
@@ -93,7 +95,7 @@ def _env_number(name: str, default: float, kind: type) -> Any:
     try:
         return kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+        raise SettingError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
 
 
 @dataclass(frozen=True)
@@ -110,13 +112,13 @@ class DetectorSettings:
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise SettingError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+            raise SettingError(f"temperature must be > 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise SettingError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_side < 16:
-            raise ValueError(f"max_side must be >= 16 pixels, got {self.max_side}")
+            raise SettingError(f"max_side must be >= 16 pixels, got {self.max_side}")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> DetectorSettings:
@@ -177,7 +179,7 @@ def detector_spec(key: str, profile: str | None = None, model: str | None = None
         raise no_offline_model(stage, f"offline,{stage}=tiny")
     settings = settings or DetectorSettings.from_env()
     if settings.load_in_4bit and profile == "tiny":
-        raise ValueError("4-bit loading (DETECT_4BIT) applies to full checkpoints, not to the tiny random models")
+        raise SettingError("4-bit loading (DETECT_4BIT) applies to full checkpoints, not to the tiny random models")
     name = model_name(key, profile, model)
     if profile == "tiny":
         dim = tiny_config(key).text_config.hidden_size
@@ -347,11 +349,11 @@ class _WithKwargs:
 def check_4bit(device: str) -> None:
     """Raise ``ValueError`` unless 4-bit loading can work here (CUDA and bitsandbytes)."""
     if not device.startswith("cuda"):
-        raise ValueError(f"4-bit loading (DETECT_4BIT) needs a CUDA device; this detector runs on {device!r}")
+        raise SettingError(f"4-bit loading (DETECT_4BIT) needs a CUDA device; this detector runs on {device!r}")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError as err:
-        raise ValueError(f"4-bit loading (DETECT_4BIT) needs the bitsandbytes package ({err})") from err
+        raise SettingError(f"4-bit loading (DETECT_4BIT) needs the bitsandbytes package ({err})") from err
 
 
 def load_full(key: str, name: str, device: str, load_in_4bit: bool = False) -> tuple[Any, Any]:
@@ -383,7 +385,7 @@ def load_detector(key: str, profile: str, name: str, device: str, load_in_4bit: 
     """``(model, processor)`` for a profile (not cached; see :class:`udfs.video_detector.VideoDetector`)."""
     if profile == "tiny":
         if load_in_4bit:
-            raise ValueError("4-bit loading (DETECT_4BIT) applies to full checkpoints, not to the tiny random models")
+            raise SettingError("4-bit loading (DETECT_4BIT) applies to full checkpoints, not to the tiny random models")
         import torch
 
         model = build_tiny_model(key)

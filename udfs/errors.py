@@ -39,3 +39,11 @@ def check_choice(value: Any, literal: Any, what: str) -> Any:
     if value not in allowed:
         raise ChoiceError(f"{what} must be one of {', '.join(map(str, allowed))}; got {value!r}")
     return value
+
+
+class NotFoundError(VwError, LookupError):
+    """A table, column or other named thing the warehouse does not have (the message says which)."""
+
+
+class SettingError(VwError, ValueError):
+    """A setting (an option, an environment variable, a configuration value) that cannot be used."""

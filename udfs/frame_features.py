@@ -37,15 +37,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tables import names
 from udfs.arrays import lists_to_arrow, optional_float, steps_from_arrow, steps_to_arrow
 from udfs.batching import OutcomeCache, default_device
 from udfs.decode import SamplingPlan, decode_chunks
+from udfs.errors import SettingError
 from udfs.frame_models import FrameEncoder
 from udfs.models import ModelSpec, frame_features_spec, resolve_profile
 from udfs.trace import StageTrace, trace_path_from_env
-
-times_column = names.times_column
 
 FPS_ENV = "FRAME_FPS"
 DEFAULT_FPS = 1.0
@@ -61,7 +59,7 @@ def fps_from_env(fps: float | None = None) -> float:
     """Sampling rate: the argument, else ``$FRAME_FPS``, else 1 frame per second (> 0)."""
     value = float(fps if fps is not None else os.environ.get(FPS_ENV) or DEFAULT_FPS)
     if not value > 0:
-        raise ValueError(f"frame sampling fps must be > 0, got {value}")
+        raise SettingError(f"frame sampling fps must be > 0, got {value}")
     return value
 
 
@@ -313,7 +311,7 @@ def frame_features_udf(
     from geneva import udf
     from geneva.debug.error_store import skip_on_error
 
-    from tables.schema import embedding_steps_type
+    from udfs.arrays import embedding_steps_type
 
     spec = frame_features_spec(profile, model)
     rate = fps_from_env(fps)

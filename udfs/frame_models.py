@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from udfs.batching import default_device, run_adaptive
+from udfs.errors import VwError
 from udfs.models import (
     FRAME_MODEL_ENV,
     TINY_SEED,
@@ -41,7 +42,7 @@ EFFICIENTNET_TRANSFORM = ImageTransform(resize=256, crop=224, interpolation="bil
 TINY_TRANSFORM = ImageTransform(resize=64, crop=56, interpolation="bilinear")
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(VwError, RuntimeError):
     """The ``offline`` model's package is missing or its weights cannot be read."""
 
 

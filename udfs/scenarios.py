@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from udfs.errors import VwError
 from udfs.models import ModelSpec
 from udfs.text_embedding import CAPTION_EMBEDDING_COLUMN, TextEncoder, caption_texts, vectors_from_arrow
 
@@ -71,7 +72,7 @@ SCORES_TYPE = pa.list_(SCORE_TYPE)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class ScenarioConfigError(ValueError):
+class ScenarioConfigError(VwError, ValueError):
     """A scenarios file that cannot be used (names the file and the entry)."""
 
 

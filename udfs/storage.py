@@ -28,6 +28,7 @@ from typing import IO, Any
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
 
+from udfs.errors import SettingError, VwError
 from udfs.redact import install_log_redaction, redact
 
 install_log_redaction()  # libraries log the URIs they open; keep credentials out of those lines
@@ -42,7 +43,7 @@ CACHE_TYPE = "blockcache"
 MAX_BLOCKS = 8
 
 
-class StorageError(OSError):
+class StorageError(VwError, OSError):
     """Reading a remote object failed after the filesystem's own retries (message names the URI)."""
 
 
@@ -139,9 +140,9 @@ def _block_size_from_env() -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise ValueError(f"{BLOCK_SIZE_ENV} must be a number of bytes, got {raw!r}") from None
+        raise SettingError(f"{BLOCK_SIZE_ENV} must be a number of bytes, got {raw!r}") from None
     if value <= 0:
-        raise ValueError(f"{BLOCK_SIZE_ENV} must be positive, got {value}")
+        raise SettingError(f"{BLOCK_SIZE_ENV} must be positive, got {value}")
     return value
 
 

@@ -222,7 +222,7 @@ def caption_embedding_udf(profile: str | None = None, model: str | None = None, 
     from geneva import udf
     from geneva.debug.error_store import skip_on_error
 
-    from tables.schema import vector_type
+    from udfs.arrays import vector_type
 
     spec = text_spec(profile, model)
     return udf(

@@ -37,6 +37,7 @@ import pyarrow as pa
 from udfs.arrays import optional_float, steps_from_arrow, steps_to_arrow
 from udfs.batching import OutcomeCache, default_device, run_adaptive
 from udfs.decode import SamplingPlan, decode
+from udfs.errors import SettingError
 from udfs.models import ModelSpec, load_vjepa2, resolve_profile, vjepa2_spec
 from udfs.preprocess import ImageTransform, apply_transform
 from udfs.trace import StageTrace, trace_path_from_env
@@ -51,7 +52,7 @@ def num_frames_from_env(num_frames: int | None = None) -> int:
     """Frames sampled per video: the argument, else ``$NUM_FRAMES``, else 64 (even, >= 2)."""
     n = int(num_frames or os.environ.get(NUM_FRAMES_ENV) or DEFAULT_NUM_FRAMES)
     if n < 2 or n % 2:
-        raise ValueError(f"NUM_FRAMES must be an even number >= 2 (V-JEPA 2 tubelets of 2): {n}")
+        raise SettingError(f"NUM_FRAMES must be an even number >= 2 (V-JEPA 2 tubelets of 2): {n}")
     return n
 
 
@@ -274,7 +275,7 @@ def video_embedding_udf(
     from geneva import udf
     from geneva.debug.error_store import skip_on_error
 
-    from tables.schema import embedding_steps_type
+    from udfs.arrays import embedding_steps_type
 
     spec = vjepa2_spec(profile, model)
     frames = num_frames_from_env(num_frames)
@@ -302,7 +303,7 @@ def pooled_udf(steps_column: str, spec: ModelSpec) -> Any:
     from geneva import udf
     from geneva.debug.error_store import skip_on_error
 
-    from tables.schema import vector_type
+    from udfs.arrays import vector_type
 
     return udf(
         PooledEmbedding(),

@@ -31,6 +31,7 @@ from tables.datasets.records import DatasetRecord, ReadResult, has_scheme, paren
 from tables.datasets.split import assign_split, check_ratio, limit_keys
 from tables.events import GROUND_TRUTH, open_events, scope_filter, write_events
 from tables.ingest import IngestFailure, IngestReport, canonical_uri, ingest, stored_video_ids
+from udfs.errors import SettingError
 
 #: Format name -> adapter module (each has ``SOURCE``, ``NAMING`` and ``read(path, videos_root)``;
 #: ``GROUND_TRUTH_EVENTS = True`` when its records carry the complete ground truth of their videos).
@@ -75,7 +76,7 @@ class DatasetReport:
 def adapter(fmt: str) -> ModuleType:
     """The adapter module of format ``fmt``; ``ValueError`` naming the known formats otherwise."""
     if fmt not in FORMATS:
-        raise ValueError(f"unknown dataset format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise SettingError(f"unknown dataset format {fmt!r}: choose one of {', '.join(FORMATS)}")
     return FORMATS[fmt]
 
 
@@ -146,7 +147,7 @@ def read_dataset(fmt: str, path: str, videos_root: str | None = None) -> ReadRes
     if videos_root:
         root = canonical_uri(videos_root)
         if not _is_folder(root):
-            raise ValueError(f"--videos-root {videos_root}: no such folder")
+            raise SettingError(f"--videos-root {videos_root}: no such folder")
     else:
         root = default_videos_root(canonical_uri(path))
     return module.read(path, root)
@@ -172,7 +173,7 @@ def ingest_dataset(
     options = options or DatasetOptions()
     check_ratio(options.validation_ratio)
     if options.limit is not None and options.limit < 1:
-        raise ValueError(f"--limit must be a positive number, got {options.limit}")
+        raise SettingError(f"--limit must be a positive number, got {options.limit}")
     module = adapter(fmt)
     result = read_dataset(fmt, path, options.videos_root)
     chosen = select(result.records, options.limit, options.seed)

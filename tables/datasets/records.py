@@ -21,13 +21,14 @@ from typing import Any
 
 from tables.events import Event
 from tables.ingest import IngestEntry, IngestFailure
+from udfs.errors import VwError
 
 
-class BadRecord(ValueError):
+class BadRecord(VwError, ValueError):
     """A record of an annotation file that cannot become a warehouse row."""
 
 
-class BadFile(ValueError):
+class BadFile(VwError, ValueError):
     """An annotation file that cannot be read at all (missing, not JSON, wrong layout)."""
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
+from udfs.errors import SettingError
+
 TRAIN = "train"
 VALIDATION = "validation"
 TEST = "test"
@@ -36,14 +38,14 @@ def check_ratio(validation_ratio: float) -> float:
     """``validation_ratio`` validated: a number in ``[0, 1)``."""
     ratio = float(validation_ratio)
     if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"--validation-ratio must be in [0, 1), got {validation_ratio}")
+        raise SettingError(f"--validation-ratio must be in [0, 1), got {validation_ratio}")
     return ratio
 
 
 def assign_split(key: str, dataset_split: str | None, validation_ratio: float, seed: int) -> str:
     """The split of ``key``: the dataset's own validation/test split, else train or validation."""
     if dataset_split is not None and dataset_split not in SPLITS:
-        raise ValueError(f"unknown split {dataset_split!r}: expected one of {', '.join(SPLITS)}")
+        raise SettingError(f"unknown split {dataset_split!r}: expected one of {', '.join(SPLITS)}")
     if dataset_split in (VALIDATION, TEST):
         return dataset_split
     return VALIDATION if unit_hash(key, seed, "split") < check_ratio(validation_ratio) else TRAIN
@@ -55,6 +57,6 @@ def limit_keys(keys: Iterable[str], limit: int | None, seed: int) -> set[str]:
     if limit is None:
         return unique
     if limit < 1:
-        raise ValueError(f"--limit must be a positive number, got {limit}")
+        raise SettingError(f"--limit must be a positive number, got {limit}")
     ranked = sorted(unique, key=lambda k: (unit_hash(k, seed, "limit"), k))
     return set(ranked[:limit])

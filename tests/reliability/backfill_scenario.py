@@ -128,7 +128,7 @@ def column_values(db: str, column: str = "frame_features") -> dict[str, Any]:
 
 def errors_by_id(db: str) -> dict[str, dict[str, Any]]:
     """The error record of every failed row, by ``video_id``."""
-    from jobs.status import failed_rows
+    from tables.column_state import failed_rows
 
     table = open_videos(connect(db), create=False)
     return {r["video_id"]: r for r in failed_rows(table, "frame_features", columns=("video_id", "uri"))}

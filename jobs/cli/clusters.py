@@ -8,9 +8,7 @@ from typing import Annotated
 
 import typer
 
-from jobs.cli import _err, app
 from manifests.clusters import (
-    ClusterConfigError,
     ClusterSpec,
     ClusterUnavailableError,
     check_cluster,
@@ -38,18 +36,13 @@ def describe(spec: ClusterSpec) -> str:
     return f"kuberay: namespace {spec.namespace}; workers {pools}; environment {spec.environment}; {gpu}"
 
 
-@app.command("clusters")
 def clusters_cmd(
     check: Annotated[bool, typer.Option("--check", help="Check each cluster can be reached (starts nothing).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (with geneva's cluster definitions).")] = False,
     clusters: ClustersOpt = None,
 ) -> None:
     """List the clusters `vw backfill --cluster NAME` can use; with --check, validate each one."""
-    try:
-        specs = load_clusters(clusters)
-    except ClusterConfigError as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+    specs = load_clusters(clusters)
     results: dict[str, dict[str, object]] = {}
     for name, spec in specs.items():
         row: dict[str, object] = {"type": spec.type, "description": describe(spec)}
@@ -74,3 +67,8 @@ def clusters_cmd(
                 status += str(row["check"]["detail"])  # type: ignore[index]
             typer.echo(f"  {name}: {row['description']}{status}")
     raise typer.Exit(1 if failed else 0)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``vw clusters`` to ``app``."""
+    app.command("clusters")(clusters_cmd)

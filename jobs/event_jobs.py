@@ -55,6 +55,7 @@ from tables.events import (
 )
 from udfs.detection_parser import NONE_LABEL, parse_answer
 from udfs.detections import analysed
+from udfs.errors import VwError
 
 DEFAULT_DEDUP_S = 3.0
 #: ``run_id`` of the events computed from the detector columns.
@@ -63,6 +64,11 @@ DETECTOR_RUN = "detector"
 IMPORT_RUN = "import"
 #: Videos per ``write_events`` commit (keeps the scope filter short).
 _SCOPE_CHUNK = 500
+
+
+class EventsError(VwError, ValueError):
+    """Bad input to an events job: options, prediction files, video maps, filters."""
+
 
 def _rank(e: Event) -> tuple:
     conf = -math.inf if e.confidence is None else e.confidence
@@ -76,7 +82,7 @@ def deduplicate(events: Iterable[Event], window_s: float = DEFAULT_DEDUP_S) -> l
     Returns the kept events ordered by video, model, time and label.
     """
     if not (isinstance(window_s, int | float) and math.isfinite(window_s) and window_s >= 0):
-        raise ValueError(f"the de-duplication window must be a number of seconds >= 0, got {window_s!r}")
+        raise EventsError(f"the de-duplication window must be a number of seconds >= 0, got {window_s!r}")
     groups: dict[tuple[str, str, str], list[Event]] = {}
     for e in events:
         groups.setdefault((e.video_id, e.model, e.label), []).append(e)
@@ -95,7 +101,7 @@ def deduplicate(events: Iterable[Event], window_s: float = DEFAULT_DEDUP_S) -> l
 
 def detector_columns(table: Any) -> dict[str, str]:
     """``{column: event model}`` of the detector columns present on ``windows``."""
-    from jobs.backfill import field_spec
+    from tables.column_state import field_spec
     from udfs.detector_models import FAMILIES
 
     out = {}
@@ -174,7 +180,7 @@ def refresh_detection_events(conn: Any, models: Sequence[str] | None = None, vid
     present); ``video_ids``: restrict to these videos. Raises ``LookupError`` without a
     ``windows`` table and ``ValueError`` for a model without a column.
     """
-    from jobs.backfill import field_spec
+    from tables.column_state import field_spec
     from tables.windows import open_windows
 
     windows = open_windows(conn)
@@ -183,7 +189,7 @@ def refresh_detection_events(conn: Any, models: Sequence[str] | None = None, vid
         known = {m: c for c, m in columns.items()}
         missing = [m for m in models if m not in known]
         if missing:
-            raise ValueError(f"no detector column for {missing} on 'windows' (present: {sorted(known) or 'none'}): "
+            raise EventsError(f"no detector column for {missing} on 'windows' (present: {sorted(known) or 'none'}): "
                              f"run `vw backfill {' '.join('detections_' + m for m in missing)}` first")
         columns = {known[m]: m for m in models}
     events_table = open_events(conn)
@@ -250,38 +256,38 @@ def _video_for(path: str, video_id: str | None, video_map: dict[str, str] | None
         return video_id
     number = video_number(path)
     if number is None:
-        raise ValueError("cannot tell the video from the file name (no 'video_N' or 'vidN' in it): "
+        raise EventsError("cannot tell the video from the file name (no 'video_N' or 'vidN' in it): "
                          "pass --video-id")
     if video_map is not None:
         if str(number) not in video_map:
-            raise ValueError(f"video number {number} is not in the video map")
+            raise EventsError(f"video number {number} is not in the video map")
         return video_map[str(number)]
     return f"video_{number}"
 
 
 def _entry_time(entry: dict[str, Any], offset: float) -> float:
     if "time" not in entry:
-        raise ValueError("no 'time'")
+        raise EventsError("no 'time'")
     t = entry["time"]
     if isinstance(t, bool) or not isinstance(t, int | float | str):
-        raise ValueError(f"'time' is not a number: {t!r}")
+        raise EventsError(f"'time' is not a number: {t!r}")
     try:
         value = float(t)
     except ValueError:
-        raise ValueError(f"'time' is not a number: {t!r}") from None
+        raise EventsError(f"'time' is not a number: {t!r}") from None
     if not math.isfinite(value) or value + offset < 0:
-        raise ValueError(f"'time' must be a finite number of seconds >= 0 (after the offset), got {t!r}")
+        raise EventsError(f"'time' must be a finite number of seconds >= 0 (after the offset), got {t!r}")
     return round(value + offset, 3)
 
 
 def _entry_raw(entry: dict[str, Any]) -> str:
     if "raw" not in entry:
-        raise ValueError("no 'raw' answer")
+        raise EventsError("no 'raw' answer")
     raw = entry["raw"]
     if isinstance(raw, dict | list):
         return json.dumps(raw)
     if not isinstance(raw, str):
-        raise ValueError(f"'raw' is not text: {raw!r}")
+        raise EventsError(f"'raw' is not text: {raw!r}")
     return raw
 
 
@@ -304,7 +310,7 @@ def read_predictions_file(path: str, model: str, video_id: str, time_offset_s: f
         report.entries += 1
         try:
             if not isinstance(entry, dict):
-                raise ValueError(f"not an object: {entry!r}"[:120])
+                raise EventsError(f"not an object: {entry!r}"[:120])
             time_s = _entry_time(entry, time_offset_s)
             raw = _entry_raw(entry)
         except ValueError as err:
@@ -339,9 +345,9 @@ def load_video_map(path: str) -> dict[str, str]:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"video map {path}: not readable as JSON ({err})") from err
+        raise EventsError(f"video map {path}: not readable as JSON ({err})") from err
     if not isinstance(data, dict) or not all(isinstance(v, str) and v for v in data.values()):
-        raise ValueError(f"video map {path}: expected a JSON object of number -> video id strings")
+        raise EventsError(f"video map {path}: expected a JSON object of number -> video id strings")
     return {str(k): v for k, v in data.items()}
 
 
@@ -350,13 +356,13 @@ def import_predictions(conn: Any, model: str, files: Sequence[str], video_id: st
                        dedup_window_s: float = DEFAULT_DEDUP_S) -> ImportReport:
     """Import prediction files into ``events`` (see the module documentation)."""
     if not model or not model.strip():
-        raise ValueError("the model name is empty")
+        raise EventsError("the model name is empty")
     if model == GROUND_TRUTH:
-        raise ValueError(f"'{GROUND_TRUTH}' is reserved for annotations; name the model that made the predictions")
+        raise EventsError(f"'{GROUND_TRUTH}' is reserved for annotations; name the model that made the predictions")
     if not files:
-        raise ValueError("no prediction files given")
+        raise EventsError("no prediction files given")
     if not math.isfinite(time_offset_s):
-        raise ValueError(f"the time offset must be a finite number of seconds, got {time_offset_s}")
+        raise EventsError(f"the time offset must be a finite number of seconds, got {time_offset_s}")
     report = ImportReport(model)
     per_video: dict[str, list[Event]] = {}
     for path in files:
@@ -397,13 +403,13 @@ def query_events(conn: Any, where: str | None = None, limit: int | None = None) 
     Raises ``LookupError`` without an ``events`` table and ``ValueError`` for a bad filter.
     """
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0, got {limit}")
+        raise EventsError(f"limit must be >= 0, got {limit}")
     table = open_events(conn, create=False)
     try:
         rows = table.to_lance().to_table(filter=where) if where else table.to_lance().to_table()
     except (ValueError, OSError) as err:
         msg = lance_error_text(err, limit=2000)
-        raise ValueError(f"bad --where filter {where!r} on the events table: {msg}") from None
+        raise EventsError(f"bad --where filter {where!r} on the events table: {msg}") from None
     rows = rows.sort_by([("video_id", "ascending"), ("time_s", "ascending"), ("model", "ascending"),
                          ("label", "ascending")])
     return rows.slice(0, limit) if limit is not None else rows

@@ -30,6 +30,7 @@ from typing import IO, Any
 
 from jobs.file_names import safe_name
 from tables.connection import open_videos
+from udfs.errors import NotFoundError, VwError
 
 SCENARIO = "scenario"
 NO_CAPTION = "(no caption)"
@@ -68,9 +69,13 @@ class ScenarioCounts:
         return int(sum(self.counts.values()))
 
 
+class MetadataError(VwError, ValueError):
+    """A scenario metadata export or count that cannot run as asked (bad filter, nothing to plot)."""
+
+
 def _require_scenarios(table: Any) -> None:
     if SCENARIO not in table.schema.names:
-        raise LookupError("the videos table has no 'scenario' column yet: run `vw backfill scenarios` first")
+        raise NotFoundError("the videos table has no 'scenario' column yet: run `vw backfill scenarios` first")
 
 
 def _batches(table: Any, columns: list[str], where: str | None) -> Iterator[list[dict]]:
@@ -84,7 +89,7 @@ def _batches(table: Any, columns: list[str], where: str | None) -> Iterator[list
                     row.setdefault(c, None)
             yield rows
     except ValueError as err:
-        raise ValueError(f"invalid --where {where!r}: {err}") from err
+        raise MetadataError(f"invalid --where {where!r}: {err}") from err
 
 
 def scenario_counts(conn: Any, where: str | None = None) -> ScenarioCounts:
@@ -146,7 +151,7 @@ def write_chart(counts: ScenarioCounts, out: Path, title: str = "videos per scen
 
     names, splits = counts.scenarios, counts.splits
     if not names:
-        raise ValueError("nothing to plot: no rows")
+        raise MetadataError("nothing to plot: no rows")
     x = np.arange(len(names))
     width = 0.8 / max(len(splits), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(names) + 2), 4.5))

@@ -6,40 +6,25 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
-from jobs.cli import DbOpt, _connect, _err, _progress, app
+from jobs.cli.common import DbOpt, connect, echo_err, progress, split_names
+from jobs.cli.output import OutputFormat
+from tables.choices import MomentCandidates, SearchCandidates, TextMode
 
-FormatOpt = Annotated[str, typer.Option("--format", help="Output: table, json, csv or parquet (parquet needs --out).")]
+FormatOpt = Annotated[
+    OutputFormat, typer.Option("--format", help="Output: table, json, csv or parquet (parquet needs --out).")
+]
 OutOpt = Annotated[str | None, typer.Option("--out", help="Write the output to this file instead of stdout.")]
 ColumnsOpt = Annotated[
     str | None, typer.Option("--columns", help="Comma-separated metadata columns to show, e.g. caption,uri.")
 ]
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from jobs.formatting import OutputError
-    from tables.filters import FilterError
-    from tables.frames import FramesError
-    from tables.indexes import IndexBuildError
-    from tables.pooling import PoolingError
-    from tables.query_embedding import QueryEmbeddingError
-    from tables.search import SearchError
-    from tables.sql import SqlError
-    from tables.text_search import TextSearchError
-    from tables.vector_columns import ColumnError
+def parse_vector(value: str) -> Any:
+    """A query vector (a numpy array) from a ``.npy`` file or a JSON list (``[..]`` or ``[[..], ..]``)."""
+    import numpy as np
 
-    return (SearchError, ColumnError, QueryEmbeddingError, FilterError, TextSearchError, PoolingError,
-            FramesError, SqlError, OutputError, IndexBuildError, LookupError)
-
-
-def _split(columns: str | None) -> list[str]:
-    return [c.strip() for c in columns.split(",") if c.strip()] if columns else []
-
-
-def parse_vector(value: str) -> np.ndarray:
-    """A query vector from a ``.npy`` file or a JSON list (``[..]`` or ``[[..], ..]``)."""
     path = Path(value)
     if value.endswith(".npy"):
         if not path.is_file():
@@ -52,7 +37,7 @@ def parse_vector(value: str) -> np.ndarray:
 
 
 def _emit(result: Any, fmt: str, out: str | None) -> None:
-    from jobs.formatting import write
+    from jobs.cli.output import write
 
     if fmt == "json":
         text = result.to_json() + "\n"
@@ -62,7 +47,7 @@ def _emit(result: Any, fmt: str, out: str | None) -> None:
             typer.echo(text, nl=False)
         return
     plan = result.plan
-    _err(f"plan: {json.dumps(plan, default=str)}")
+    echo_err(f"plan: {json.dumps(plan, default=str)}")
     write(result.table, fmt, out)
 
 
@@ -74,7 +59,6 @@ def _params(nprobes: int | None, ef: int | None, refine_factor: int | None) -> A
     return SearchParams(nprobes=nprobes, ef=ef, refine_factor=refine_factor)
 
 
-@app.command("search")
 def search_cmd(
     video_id: Annotated[str | None, typer.Option("--video-id", help="Query: a stored video.")] = None,
     video: Annotated[
@@ -100,10 +84,10 @@ def search_cmd(
     ] = False,
     columns: ColumnsOpt = None,
     candidates: Annotated[
-        str, typer.Option(help="auto, exact, pooled, frames or ann (how candidates are found).")
+        SearchCandidates, typer.Option(help="auto, exact, pooled, frames or ann (how candidates are found).")
     ] = "auto",
     pool_size: Annotated[int | None, typer.Option(help="Candidates re-scored (default max(20k, 200)).")] = None,
-    text_mode: Annotated[str, typer.Option(help="auto, fts, semantic or hybrid.")] = "auto",
+    text_mode: Annotated[TextMode, typer.Option(help="auto, fts, semantic or hybrid.")] = "auto",
     include_query: Annotated[bool, typer.Option(help="Keep the query video in the results.")] = False,
     nprobes: Annotated[int | None, typer.Option(help="ANN partitions probed (default from the index).")] = None,
     ef: Annotated[int | None, typer.Option(help="HNSW search breadth (default from the index).")] = None,
@@ -116,20 +100,15 @@ def search_cmd(
     """Videos like a stored video, a video file, a vector and / or a text, with a pooling strategy."""
     from tables.search import search
 
-    try:
-        result = search(
-            _connect(db), video_id=video_id, video=video, vector=parse_vector(vector) if vector else None,
-            text=text, table=table, column=column, pooling=pooling, k=k, where=where, prefilter=not postfilter,
-            columns=_split(columns), candidates=candidates, pool_size=pool_size, text_mode=text_mode,
-            include_query=include_query, params=_params(nprobes, ef, refine_factor),
-        )
-        _emit(result, fmt, out)
-    except _user_errors() as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+    result = search(
+        connect(db), video_id=video_id, video=video, vector=parse_vector(vector) if vector else None,
+        text=text, table=table, column=column, pooling=pooling, k=k, where=where, prefilter=not postfilter,
+        columns=split_names(columns), candidates=candidates, pool_size=pool_size, text_mode=text_mode,
+        include_query=include_query, params=_params(nprobes, ef, refine_factor),
+    )
+    _emit(result, fmt, out)
 
 
-@app.command("moments")
 def moments_cmd(
     video_id: Annotated[str | None, typer.Option("--video-id", help="Query: a stored video (with --time).")] = None,
     time_s: Annotated[float | None, typer.Option("--time", help="Query instant in seconds (with --video-id).")] = None,
@@ -140,7 +119,7 @@ def moments_cmd(
     where: Annotated[str | None, typer.Option(help="SQL filter on videos.")] = None,
     gap: Annotated[float, typer.Option(help="Keep the best hit within this many seconds of a video.")] = 3.0,
     columns: ColumnsOpt = None,
-    candidates: Annotated[str, typer.Option(help="auto, exact or frames.")] = "auto",
+    candidates: Annotated[MomentCandidates, typer.Option(help="auto, exact or frames.")] = "auto",
     include_query: Annotated[bool, typer.Option(help="Keep the query moment in the results.")] = False,
     fmt: FormatOpt = "table",
     out: OutOpt = None,
@@ -149,19 +128,14 @@ def moments_cmd(
     """Moments (video, time) like a stored frame or an image, de-duplicated within --gap seconds."""
     from tables.moments import find_moments
 
-    try:
-        result = find_moments(
-            _connect(db), video_id=video_id, time_s=time_s, image=image,
-            vector=parse_vector(vector) if vector else None, column=column, k=k, where=where, gap_s=gap,
-            columns=_split(columns), candidates=candidates, include_query=include_query,
-        )
-        _emit(result, fmt, out)
-    except _user_errors() as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+    result = find_moments(
+        connect(db), video_id=video_id, time_s=time_s, image=image,
+        vector=parse_vector(vector) if vector else None, column=column, k=k, where=where, gap_s=gap,
+        columns=split_names(columns), candidates=candidates, include_query=include_query,
+    )
+    _emit(result, fmt, out)
 
 
-@app.command("index")
 def index_cmd(
     table: Annotated[str, typer.Option(help="Table to index.")] = "videos",
     column: Annotated[str | None, typer.Option(help="One column (default: every indexable column).")] = None,
@@ -179,15 +153,11 @@ def index_cmd(
     """Build ANN, scalar and full-text indexes (and the frames table), then report recall@10 and latency."""
     from dataclasses import asdict
 
-    from jobs.index import IndexOptions, run_index
+    from jobs.indexing import IndexOptions, run_index
 
     opts = IndexOptions(index_type=index_type, num_partitions=num_partitions, num_sub_vectors=num_sub_vectors,
                         min_rows=min_rows, multivector=multivector, measure=measure)
-    try:
-        reports = run_index(_connect(db), table, column, opts, log=_err, progress=_progress("frames"))
-    except _user_errors() as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+    reports = run_index(connect(db), table, column, opts, log=echo_err, progress=progress("frames"))
     if as_json:
         typer.echo(json.dumps([asdict(r) for r in reports], indent=2, default=str))
         return
@@ -203,7 +173,6 @@ def index_cmd(
                        f"{r.exact_p50_ms:.1f} ms exact; search params {r.params}")
 
 
-@app.command("sql")
 def sql_cmd(
     statement: Annotated[str, typer.Argument(help="One read-only SELECT over the warehouse tables.")],
     fmt: FormatOpt = "table",
@@ -212,11 +181,15 @@ def sql_cmd(
     db: DbOpt = None,
 ) -> None:
     """Read-only SQL (DuckDB) over every table: videos, events, windows, frames, ..."""
-    from jobs.formatting import write
+    from jobs.cli.output import write
     from tables.sql import run_sql
 
-    try:
-        write(run_sql(statement, _connect(db), max_rows=max_rows), fmt, out)
-    except _user_errors() as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+    write(run_sql(statement, connect(db), max_rows=max_rows), fmt, out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``vw search``, ``vw moments``, ``vw index`` and ``vw sql`` to ``app``."""
+    app.command("search")(search_cmd)
+    app.command("moments")(moments_cmd)
+    app.command("index")(index_cmd)
+    app.command("sql")(sql_cmd)

@@ -6,15 +6,20 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
+from udfs.errors import VwError, choices
 
-FORMATS = ("table", "csv", "json", "parquet")
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+#: Output formats of the read commands (``--format``).
+OutputFormat = Literal["table", "json", "csv", "parquet"]
+FORMATS = choices(OutputFormat)
 _MAX_CELL = 60
 
 
-class OutputError(ValueError):
+class OutputError(VwError, ValueError):
     """An output request that cannot be met (format, destination)."""
 
 
@@ -41,6 +46,8 @@ def text_table(table: pa.Table) -> str:
 
 def _flatten_nested(table: pa.Table) -> pa.Table:
     """Nested columns (lists, structs) as JSON text, for CSV."""
+    import pyarrow as pa
+
     for i, f in enumerate(table.schema):
         if pa.types.is_nested(f.type):
             values = [None if v is None else json.dumps(v, default=str) for v in table.column(i).to_pylist()]

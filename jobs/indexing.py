@@ -39,6 +39,7 @@ from tables.indexes import (
 )
 from tables.names import VIDEOS
 from tables.vector_columns import describe_column, vector_columns
+from udfs.errors import NotFoundError
 
 
 @dataclass
@@ -101,7 +102,7 @@ def run_index(conn: Any, table_name: str = VIDEOS, column: str | None = None,
     opts = opts or IndexOptions()
     table = open_existing(conn, table_name)
     if column is not None and column not in table.schema.names:
-        raise LookupError(f"table {table_name!r} has no column {column!r}")
+        raise NotFoundError(f"table {table_name!r} has no column {column!r}")
     columns = [column] if column else list(table.schema.names)
     vec_cols = set(vector_columns(table))
     reports: list[IndexReport] = []

@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from jobs.cli import DbOpt, _connect, _err, _progress, app
+from jobs.cli.common import DbOpt, connect, progress
 
 
-@app.command("export-features")
 def export_features_cmd(
     out: Annotated[str, typer.Option("--out", help="Folder receiving <video_id>.npy and failed_videos.json.")],
     column: Annotated[str, typer.Option(help="Per-frame vector column to export.")] = "frame_features",
@@ -17,18 +16,19 @@ def export_features_cmd(
     db: DbOpt = None,
 ) -> None:
     """Write one float32 .npy (num_frames x D) per video plus failed_videos.json (atomic writes)."""
-    from jobs.export_features import ExportError, export_features
+    from jobs.export_features import export_features
     from tables.connection import open_videos
 
-    try:
-        table = open_videos(_connect(db), create=False)
-        report = export_features(table, column, out, where, progress=_progress("exporting"))
-    except (ExportError, LookupError) as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+    table = open_videos(connect(db), create=False)
+    report = export_features(table, column, out, where, progress=progress("exporting"))
     typer.echo(
         f"export-features: {report.written} files in {report.out}; "
         f"{len(report.failed) - len(report.not_computed)} failed and {len(report.not_computed)} not computed "
         f"(listed in failed_videos.json)"
     )
     raise typer.Exit(0 if not report.failed else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``vw export-features`` to ``app``."""
+    app.command("export-features")(export_features_cmd)

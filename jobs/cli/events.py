@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from jobs.cli import DbOpt, _connect, _err, app
+from jobs.cli.common import DbOpt, OptionError, connect, echo_err, split_names
 
-FORMATS = ("table", "csv", "json")
+EventsFormat = Literal["table", "csv", "json"]
 
 
-@app.command("windows")
 def windows_cmd(
     window: Annotated[float, typer.Option(help="Window length in seconds.")] = 4.0,
     step: Annotated[float, typer.Option(help="Seconds between window starts.")] = 2.0,
@@ -24,16 +23,12 @@ def windows_cmd(
     db: DbOpt = None,
 ) -> None:
     """Create or refresh the `windows` table: one row per analysis window of every video (idempotent)."""
-    from tables.windows import WindowSettings, WindowSettingsError, refresh_windows
+    from tables.windows import WindowSettings, refresh_windows
 
-    try:
-        settings = WindowSettings(window, step, fps)
-        report = refresh_windows(_connect(db), settings, recreate=recreate)
-    except (WindowSettingsError, LookupError, ValueError) as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+    settings = WindowSettings(window, step, fps)
+    report = refresh_windows(connect(db), settings, recreate=recreate)
     for vid, problem in report.skipped:
-        _err(f"SKIPPED video {vid}: {problem}")
+        echo_err(f"SKIPPED video {vid}: {problem}")
     typer.echo(
         f"windows ({settings.describe()}): {report.videos} videos, {report.added} windows added, "
         f"{report.removed} removed, {report.total} in total; table version {report.version}"
@@ -42,13 +37,12 @@ def windows_cmd(
     raise typer.Exit(0 if not report.skipped else 1)
 
 
-@app.command("events")
 def events_cmd(
     where: Annotated[
         str | None,
         typer.Option(help="SQL filter, e.g. \"label = 'Goal' AND confidence > 0.8 AND model = 'llava'\"."),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="Output format: table, csv or json.")] = "table",
+    fmt: Annotated[EventsFormat, typer.Option("--format", help="Output format: table, csv or json.")] = "table",
     limit: Annotated[int | None, typer.Option(help="Print at most N events.")] = None,
     refresh: Annotated[
         bool, typer.Option(help="First rebuild the detector events from the windows' detector columns "
@@ -63,7 +57,7 @@ def events_cmd(
     db: DbOpt = None,
 ) -> None:
     """Filter the `events` table (detections, imported predictions, ground truth, ensembles)."""
-    from jobs.events import (
+    from jobs.event_jobs import (
         format_csv,
         format_json,
         format_table,
@@ -72,37 +66,27 @@ def events_cmd(
         refresh_detection_events,
     )
 
-    if fmt not in FORMATS:
-        _err(f"error: --format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-        raise typer.Exit(2)
-    conn = _connect(db)
-    try:
-        if refresh:
-            chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
-            for r in refresh_detection_events(conn, chosen, dedup_window_s=dedup_window):
-                tag = " [RANDOM WEIGHTS: pipeline check only]" if r.random_weights else ""
-                _err(f"refresh {r.column} -> model '{r.model}'{tag}: {r.detected}/{r.windows} windows detected, "
+    conn = connect(db)
+    if refresh:
+        for r in refresh_detection_events(conn, split_names(models) or None, dedup_window_s=dedup_window):
+            tag = " [RANDOM WEIGHTS: pipeline check only]" if r.random_weights else ""
+            echo_err(f"refresh {r.column} -> model '{r.model}'{tag}: {r.detected}/{r.windows} windows detected, "
                      f"{len(r.affected_videos)} of {r.videos} videos rewritten ({r.events} events)")
-        elif models:
-            _err("error: --models applies only with --refresh")
-            raise typer.Exit(2)
-        rows = query_events(conn, where, limit)
-    except (LookupError, ValueError) as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+    elif models:
+        raise OptionError("--models applies only with --refresh")
+    rows = query_events(conn, where, limit)
     random = random_weight_events(rows)
     if random:
-        _err(f"note: {random} of these {rows.num_rows} events come from models with RANDOM WEIGHTS (profile tiny)")
+        echo_err(f"note: {random} of these {rows.num_rows} events come from models with RANDOM WEIGHTS (profile tiny)")
     if fmt == "table":
         typer.echo(format_table(rows))
-        _err(f"{rows.num_rows} events")
+        echo_err(f"{rows.num_rows} events")
     elif fmt == "csv":
         typer.echo(format_csv(rows), nl=False)
     else:
         typer.echo(format_json(rows))
 
 
-@app.command("import-predictions")
 def import_predictions_cmd(
     files: Annotated[list[Path], typer.Argument(help="Prediction JSON files: lists of {time, raw} entries.")],
     model: Annotated[str, typer.Option("--model", help="Model name of these predictions in `events`.")],
@@ -121,20 +105,15 @@ def import_predictions_cmd(
     db: DbOpt = None,
 ) -> None:
     """Load earlier pipelines' prediction files into `events` (parsed, de-duplicated, idempotent)."""
-    from jobs.events import import_predictions, load_video_map
+    from jobs.event_jobs import import_predictions, load_video_map
 
     if video_id is not None and video_map is not None:
-        _err("error: pass either --video-id or --video-map, not both")
-        raise typer.Exit(2)
-    try:
-        mapping = load_video_map(str(video_map)) if video_map is not None else None
-        report = import_predictions(_connect(db), model, [str(f) for f in files], video_id, mapping, time_offset,
-                                    dedup_window)
-    except (LookupError, ValueError) as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+        raise OptionError("pass either --video-id or --video-map, not both")
+    mapping = load_video_map(str(video_map)) if video_map is not None else None
+    report = import_predictions(connect(db), model, [str(f) for f in files], video_id, mapping, time_offset,
+                                dedup_window)
     for problem in report.problems:
-        _err(f"NOT IMPORTED {problem}")
+        echo_err(f"NOT IMPORTED {problem}")
     typer.echo(
         f"import-predictions ({report.model}): {report.files} files, {report.entries} entries, "
         f"{report.answers_parsed} parsed ({report.no_action} without an action), "
@@ -142,3 +121,10 @@ def import_predictions_cmd(
         f"on {len(report.videos)} videos; {len(report.problems)} problems"
     )
     raise typer.Exit(0 if not report.problems else 1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``vw windows``, ``vw events`` and ``vw import-predictions`` to ``app``."""
+    app.command("windows")(windows_cmd)
+    app.command("events")(events_cmd)
+    app.command("import-predictions")(import_predictions_cmd)

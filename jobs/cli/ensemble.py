@@ -1,4 +1,4 @@
-"""`vw ensemble`: compare, fuse and score detectors' events (see :mod:`jobs.ensemble_run`)."""
+"""``vw ensemble``: compare, fuse and score detectors' events (see :mod:`jobs.ensemble`)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,22 @@ from typing import Annotated
 
 import typer
 
-from jobs.cli import DbOpt, _connect, _err, app
-from tables.events import GROUND_TRUTH
+from jobs.cli.common import DbOpt, OptionError, connect
+from tables.names import GROUND_TRUTH
+from udfs.errors import VwError
+
+
+class ReportNotWrittenError(VwError, OSError):
+    """The analysis ran and its tables were written, but the report folder could not be written."""
+
+    exit_code = 1
 
 
 def parse_list(value: str, what: str) -> list[str]:
     """A comma-separated option as a list of non-empty, stripped names."""
     items = [v.strip() for v in value.split(",")]
     if not value.strip() or any(not v for v in items):
-        raise ValueError(f"{what} must be a comma-separated list of names, got {value!r}")
+        raise OptionError(f"{what} must be a comma-separated list of names, got {value!r}")
     return items
 
 
@@ -30,12 +37,11 @@ def parse_weights(value: str) -> dict[str, float]:
         except ValueError:
             weight = math.nan
         if not sep or not name.strip() or not math.isfinite(weight):
-            raise ValueError(f"--weights expects MODEL=NUMBER items separated by commas, got {item!r}")
+            raise OptionError(f"--weights expects MODEL=NUMBER items separated by commas, got {item!r}")
         weights[name.strip()] = weight
     return weights
 
 
-@app.command("ensemble")
 def ensemble(
     models: Annotated[
         str, typer.Option("--models", help="Comma-separated models to compare and fuse, e.g. qwen,llava.")
@@ -75,19 +81,15 @@ def ensemble(
     from jobs.ensemble_run import EnsembleOptions, run_ensemble
     from jobs.spotting_metrics import SOCCERNET_V2_CLASSES
 
-    try:
-        options = EnsembleOptions(
-            models=parse_list(models, "--models"), ground_truth=ground_truth, tolerance_s=tolerance, where=where,
-            name=name, run_id=run_id, weights=parse_weights(weights) if weights else None, nms=nms,
-            nms_window_s=nms_window, soft_nms_sigma=soft_sigma, min_confidence=min_confidence,
-            classes=tuple(parse_list(classes, "--classes")) if classes else SOCCERNET_V2_CLASSES, score=score,
-        )
-        if max_timelines < 0:
-            raise ValueError(f"--max-timelines must be >= 0, got {max_timelines}")
-        result = run_ensemble(_connect(db), options)
-    except (LookupError, ValueError) as err:
-        _err(f"error: {err}")
-        raise typer.Exit(2) from None
+    options = EnsembleOptions(
+        models=parse_list(models, "--models"), ground_truth=ground_truth, tolerance_s=tolerance, where=where,
+        name=name, run_id=run_id, weights=parse_weights(weights) if weights else None, nms=nms,
+        nms_window_s=nms_window, soft_nms_sigma=soft_sigma, min_confidence=min_confidence,
+        classes=tuple(parse_list(classes, "--classes")) if classes else SOCCERNET_V2_CLASSES, score=score,
+    )
+    if max_timelines < 0:
+        raise OptionError(f"--max-timelines must be >= 0, got {max_timelines}")
+    result = run_ensemble(connect(db), options)
     typer.echo(format_summary(result))
     typer.echo("")
     typer.echo(format_table(result))
@@ -95,10 +97,14 @@ def ensemble(
         try:
             files = write_report(result, report, max_timelines=max_timelines)
         except (OSError, ValueError) as err:
-            _err(f"error: report not written to {report}: {err}")
-            raise typer.Exit(1) from None
+            raise ReportNotWrittenError(f"report not written to {report}: {err}") from None
         typer.echo(f"report: {len(files)} files in {report}")
         videos = len(timeline_videos(result))
         if videos > max_timelines:
             typer.echo(f"note: timelines drawn for {max_timelines} of {videos} videos (--max-timelines)")
     typer.echo(", ".join(f"{k}: {v} rows written" for k, v in result.written.items()))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``vw ensemble`` to ``app``."""
+    app.command("ensemble")(ensemble)
