@@ -100,13 +100,15 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from udfs import storage
 from udfs.redact import redact
+
+if TYPE_CHECKING:  # torch is imported where frames are made, so importing this module stays light
+    import torch
 
 PLAN_KINDS = ("uniform", "fps")
 METHODS = ("auto", "seek", "sequential")
@@ -543,6 +545,8 @@ class _Collector:
     def __init__(self, job: _Job, capacity: int) -> None:
         height, width = job.size or (job.info.height, job.info.width)
         self.job = job
+        import torch
+
         self.hwc = torch.empty((capacity, height, width, 3), dtype=torch.uint8, device=job.device)
         self.pts: list[float] = []
         self.slot_of_target = np.full(len(job.targets), -1, dtype=np.int64)
@@ -567,8 +571,12 @@ class _Collector:
         if np.array_equal(slots, np.arange(len(slots))):
             hwc = self.hwc[: len(slots)]  # no repeats: no copy
         elif self.hwc.device.type == "cpu":
+            import torch
+
             hwc = torch.from_numpy(self.hwc.numpy()[slots])
         else:
+            import torch
+
             hwc = self.hwc[torch.from_numpy(slots).to(self.hwc.device)]
         pts = np.asarray(self.pts, dtype=np.float64)[slots]
         return DecodedFrames(data=hwc.permute(0, 3, 1, 2), timestamps_s=pts,
@@ -585,6 +593,8 @@ def _upright(frame: torch.Tensor, job: _Job) -> torch.Tensor:
         return frame
     if tuple(frame.shape[-2:]) != (job.info.width, job.info.height):
         return frame
+    import torch
+
     return torch.rot90(frame, job.rotation // 90, dims=(-2, -1))
 
 
@@ -592,6 +602,8 @@ def _resize(frames: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
     """Resize ``[n, 3, h, w]`` uint8 frames (bilinear, antialiased) unless already ``size``."""
     if size is None or tuple(frames.shape[-2:]) == size:
         return frames
+    import torch
+
     src = frames if frames.device.type == "cpu" else frames.float()
     out = torch.nn.functional.interpolate(src, size=size, mode="bilinear", antialias=True)
     return out if out.dtype == torch.uint8 else out.round_().clamp_(0, 255).to(torch.uint8)
