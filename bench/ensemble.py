@@ -6,7 +6,7 @@ two models: detections scattered around the ground truth (a few per annotation, 
 class, a few seconds off) plus noise at random times and classes. Rows are written with pyarrow in
 large batches and carry the same deterministic event ids as :func:`tables.events.event_id`.
 
-Measured: one :func:`jobs.ensemble_run.run_ensemble` (read from ``events``, cross-model matching,
+Measured: one :func:`jobs.ensemble.run_ensemble` (read from ``events``, cross-model matching,
 fusion with NMS, P/R/F1 and tight / loose average-mAP for both models and the ensemble, writing
 the fused events and the result tables), in a child process so that its peak RSS is its own; the
 time of each phase, the total, and the load average before and after.
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from jobs.spotting_metrics import SOCCERNET_V2_CLASSES
+from jobs.ensemble.options import SOCCERNET_V2_CLASSES
 from tables.events import EVENTS_SCHEMA, GROUND_TRUTH, event_id, open_events
 
 MODELS = ("qwen", "llava")
@@ -135,7 +135,7 @@ def build_warehouse(path: str, halves: int, n_events: int, n_truth: int, seed: i
 
 def analyse(path: str, tolerance: float) -> dict[str, Any]:
     """One full ensemble run on the warehouse at ``path``: timings, sizes and peak RSS."""
-    from jobs.ensemble_run import EnsembleOptions, run_ensemble
+    from jobs.ensemble import EnsembleOptions, run_ensemble
     from tables.connection import connect
 
     start = time.perf_counter()
@@ -152,7 +152,7 @@ def analyse(path: str, tolerance: float) -> dict[str, Any]:
         "events": result.event_counts(),
         "ground_truth_events": len(result.truth_frame),
         "categories": result.category_counts(),
-        "fused_events": len(result.fusion),
+        "fused_events": len(result.fused),
         "written": result.written,
         "overall": overall,
     }

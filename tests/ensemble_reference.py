@@ -7,20 +7,11 @@ import bisect
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from jobs.detections import Detection
-from jobs.ensemble import (
-    ALL,
-    BOTH,
-    DISAGREE,
-    NMS_MODES,
-    SEVERAL,
-    FusedEvent,
-    FusionOptions,
-    Group,
-    check_models,
-    only,
-)
-from jobs.spotting_metrics import TruthMatch
+from jobs.ensemble.matching import ALL, BOTH, DISAGREE, SEVERAL, Group, only
+from jobs.ensemble.options import FusionOptions, NmsMode, check_models
+from jobs.ensemble.records import Detection
+from tests.ensemble_records import DEFAULT_TOLERANCE_S, FusedEvent, TruthMatch
+from udfs.errors import check_choice
 
 TIME_EPS = 1e-6
 
@@ -125,10 +116,9 @@ def _fuse_members(members: Sequence[Detection], weights: Mapping[str, float], to
     return FusedEvent(members[0].video_id, labels.pop(), round(time_s, 3), conf, lead.team, list(members), category)
 
 
-def suppress(events: Sequence[FusedEvent], mode: str, window_s: float, sigma: float = 0.5) -> list[FusedEvent]:
+def suppress(events: Sequence[FusedEvent], mode: NmsMode, window_s: float, sigma: float = 0.5) -> list[FusedEvent]:
     """Per-class non-maximum suppression over time on each video (``hard``, ``soft`` or ``none``)."""
-    if mode not in NMS_MODES:
-        raise ValueError(f"nms must be one of {NMS_MODES}, got {mode!r}")
+    check_choice(mode, NmsMode, "nms")
     if mode == "none":
         return list(events)
     buckets: dict[tuple[str, str], list[FusedEvent]] = {}
@@ -159,15 +149,16 @@ def suppress(events: Sequence[FusedEvent], mode: str, window_s: float, sigma: fl
     return kept
 
 
-def fuse(groups: Sequence[Group], models: Sequence[str], options: FusionOptions) -> list[FusedEvent]:
+def fuse(groups: Sequence[Group], models: Sequence[str], options: FusionOptions,
+         tolerance_s: float = DEFAULT_TOLERANCE_S) -> list[FusedEvent]:
     """The ensemble model's events from the groups of :func:`match_models`.
 
     Agreement groups and lone events become candidates; members of a disagreeing group are
-    candidates of their own labels. Candidates go through NMS, then those under
-    ``options.min_confidence`` are dropped. Returned in order of video and time.
+    candidates of their own labels. Candidates go through NMS (an unset window: ``tolerance_s``),
+    then those under ``options.min_confidence`` are dropped. Returned in order of video and time.
     """
     models = check_models(models)
-    options.check(models)
+    options.check(models, tolerance_s)
     weights = {m: options.weight(m) for m in models}
     total = sum(weights.values())
     order = {m: i for i, m in enumerate(models)}
@@ -177,7 +168,7 @@ def fuse(groups: Sequence[Group], models: Sequence[str], options: FusionOptions)
             candidates.extend(_fuse_members([d], weights, total, order, DISAGREE) for d in g.members)
         else:
             candidates.append(_fuse_members(g.members, weights, total, order, g.category))
-    kept = suppress(candidates, options.nms, options.window_s, options.soft_sigma)
+    kept = suppress(candidates, options.nms, options.nms_window(tolerance_s), options.soft_nms_sigma)
     kept = [e for e in kept if e.confidence >= options.min_confidence]
     # Two candidates of a label at the same millisecond would share one event id: keep the stronger.
     unique: dict[tuple[str, str, float, str | None], FusedEvent] = {}

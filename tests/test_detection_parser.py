@@ -68,7 +68,7 @@ def test_nothing_is_evaluated(tmp_path: Path) -> None:
 
 
 def test_class_list_matches_the_scoring_code() -> None:
-    from jobs.spotting_metrics import SOCCERNET_V2_CLASSES as SCORED
+    from jobs.ensemble import SOCCERNET_V2_CLASSES as SCORED
 
     assert SOCCERNET_V2_CLASSES == SCORED
     assert LABELS == (*SOCCERNET_V2_CLASSES, NONE_LABEL)

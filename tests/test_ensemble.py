@@ -8,24 +8,29 @@ import math
 import pyarrow as pa
 import pytest
 
-from jobs.detections import Detection, detections_from_arrow
 from jobs.ensemble import (
     ALL,
     BOTH,
     DISAGREE,
     SEVERAL,
-    FusedEvent,
+    Counts,
+    Detection,
+    EnsembleOptions,
     FusionOptions,
     Group,
+    only,
+)
+from tables.events import Event, events_to_arrow
+from tests.ensemble_records import (
+    FusedEvent,
+    counts_per_label,
+    detections_from_arrow,
     fuse,
     fuse_group,
     match_models,
-    only,
+    match_to_truth,
     suppress,
 )
-from jobs.ensemble_run import EnsembleOptions
-from jobs.spotting_metrics import Counts, counts_per_label, match_to_truth
-from tables.events import Event, events_to_arrow
 
 _ids = itertools.count()
 
@@ -226,10 +231,10 @@ def test_soft_nms_decays_instead_of_dropping() -> None:
     models = ["qwen", "llava"]
     dets = [det("qwen", 10.0, conf=1.0), det("llava", 10.0, conf=1.0), det("qwen", 14.0, conf=0.9)]
     groups = match_models(dets, models, 3.0)
-    soft = fuse(groups, models, FusionOptions(nms="soft", window_s=5.0, soft_sigma=0.5))
+    soft = fuse(groups, models, FusionOptions(nms="soft", nms_window_s=5.0, soft_nms_sigma=0.5))
     assert [round(e.confidence, 6) for e in soft] == [1.0, round(0.45 * math.exp(-(0.2 ** 2) / 0.5), 6)]
-    assert len(fuse(groups, models, FusionOptions(nms="soft", window_s=5.0, min_confidence=0.5))) == 1
-    assert len(fuse(groups, models, FusionOptions(nms="hard", window_s=5.0))) == 1
+    assert len(fuse(groups, models, FusionOptions(nms="soft", nms_window_s=5.0, min_confidence=0.5))) == 1
+    assert len(fuse(groups, models, FusionOptions(nms="hard", nms_window_s=5.0))) == 1
 
 
 def test_fusion_options_are_checked() -> None:
@@ -243,9 +248,9 @@ def test_fusion_options_are_checked() -> None:
     with pytest.raises(ValueError, match="nms must be one of"):
         FusionOptions(nms="fuzzy").check(models)
     with pytest.raises(ValueError, match="NMS window"):
-        FusionOptions(window_s=-1).check(models)
+        FusionOptions(nms_window_s=-1).check(models)
     with pytest.raises(ValueError, match="soft-NMS needs a positive window"):
-        FusionOptions(nms="soft", window_s=0).check(models)
+        FusionOptions(nms="soft", nms_window_s=0).check(models)
     with pytest.raises(ValueError, match="also one of the input models"):
         FusionOptions(name="qwen").check(models)
 
@@ -256,7 +261,7 @@ def test_run_options() -> None:
     assert opts.resolved_run_id().startswith("ensemble-")
     assert opts.resolved_run_id() != EnsembleOptions(models=["qwen", "llava"], tolerance_s=2).resolved_run_id()
     assert EnsembleOptions(models=["qwen", "llava"], run_id="mine").resolved_run_id() == "mine"
-    assert opts.fusion().window_s == 3.0
+    assert opts.fusion.nms_window(opts.tolerance_s) == 3.0
     with pytest.raises(ValueError, match="tolerance must be a number of seconds >= 0"):
         EnsembleOptions(models=["qwen", "llava"], tolerance_s=-1).check()
     with pytest.raises(ValueError, match="cannot also be an input model"):
@@ -341,7 +346,7 @@ def test_thousands_of_events_every_event_in_one_group() -> None:
             assert len(g.labels) > 1
         elif len(g.members) > 1:
             assert len(g.labels) == 1
-    fused = fuse(groups, ["qwen", "llava", "gemma"], FusionOptions(window_s=3.0))
+    fused = fuse(groups, ["qwen", "llava", "gemma"], FusionOptions(nms_window_s=3.0))
     by_key: dict[tuple[str, str], list[float]] = {}
     for e in fused:
         by_key.setdefault((e.video_id, e.label), []).append(e.time_s)

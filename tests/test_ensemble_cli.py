@@ -130,8 +130,7 @@ def test_ensemble_command_errors(warehouse: Path, tmp_path: Path) -> None:
 
 
 def test_silent_model_outside_labels_and_videos_without_truth(tmp_path: Path) -> None:
-    from jobs.ensemble_run import EnsembleOptions, run_ensemble
-    from jobs.spotting_metrics import average_map
+    from jobs.ensemble import EnsembleOptions, average_map, run_ensemble
 
     def truth(video: str, t: float, label: str) -> Event:
         return Event(video, "ground_truth", t, label, metadata={"game": video[:-2], "half": int(video[-1])})

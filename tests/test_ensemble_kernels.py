@@ -11,14 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs import ensemble
-from jobs.arrow_build import constant, string_buffers, strings, texts
-from jobs.detections import Detection
-from jobs.ensemble import FusionOptions, fuse_matching, match_frame
-from jobs.ensemble_kernels import grouped_order, json_ids_safe, json_sources, keyed_sha1_hex, sort_runs
-from jobs.ensemble_rows import fused_event_rows
-from jobs.event_frame import frame_from_detections
-from jobs.heap_retention import _LIBC, heap_retained, retained_heap
+from jobs.ensemble import Detection, FusionOptions, frame_from_detections, fuse_matching, match_frame
+from jobs.ensemble import fusion as ensemble
+from jobs.ensemble.arrow_build import constant, string_buffers, strings, texts
+from jobs.ensemble.heap import _LIBC, heap_retained, retained_heap
+from jobs.ensemble.kernels import grouped_order, json_ids_safe, json_sources, keyed_sha1_hex, sort_runs
+from jobs.ensemble.rows import fused_event_rows
 from tables.events import event_id
 
 

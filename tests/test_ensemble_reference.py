@@ -8,10 +8,9 @@ import random
 
 import pytest
 
-from jobs.detections import Detection
-from jobs.ensemble import FusionOptions, fuse, match_models
-from jobs.spotting_metrics import match_to_truth
+from jobs.ensemble import Detection, FusionOptions
 from tests import ensemble_reference as ref
+from tests.ensemble_records import fuse, match_models, match_to_truth
 
 MODELS = ["qwen", "llava", "gemma"]
 LABELS = ["Goal", "Corner", "Foul", "Throw-in", "Dance"]
@@ -49,7 +48,7 @@ def test_matching_and_fusion_equal_the_reference(seed: int, models: list[str]) -
     assert [tuple(d.event_id for d in g.members) for g in mine] == \
         [tuple(d.event_id for d in g.members) for g in theirs]
     for nms in ("hard", "soft", "none"):
-        options = FusionOptions(nms=nms, window_s=2.0, weights={models[0]: 2.0}, min_confidence=0.05)
+        options = FusionOptions(nms=nms, nms_window_s=2.0, weights={models[0]: 2.0}, min_confidence=0.05)
         assert _fused(fuse(mine, models, options)) == _fused(ref.fuse(theirs, models, options)), nms
 
 

@@ -12,8 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from jobs.cli import app
-from jobs.detections import detections_from_arrow
-from jobs.events import (
+from jobs.event_jobs import (
     DETECTOR_RUN,
     IMPORT_RUN,
     deduplicate,
@@ -26,6 +25,7 @@ from tables.connection import connect
 from tables.events import Event, open_events
 from tables.names import WINDOWS
 from tables.windows import WINDOWS_SCHEMA, window_id
+from tests.ensemble_records import detections_from_arrow
 from udfs.detection_parser import parse_answer
 from udfs.detections import DETECTION_TYPE, detection_cell
 

@@ -3,7 +3,7 @@
 The parity tests write seeded synthetic games in the official layout
 (``<root>/<league>/<season>/<game>/Labels-v2.json`` and ``results_spotting.json``), run
 ``SoccerNet.Evaluation.ActionSpotting.evaluate`` on them, and compare with the scores
-:func:`jobs.ensemble_run.run_ensemble` computes from the same events stored in an ``events`` table.
+:func:`jobs.ensemble.run_ensemble` computes from the same events stored in an ``events`` table.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from jobs.detections import Detection
-from jobs.ensemble_run import EnsembleOptions, EnsembleResult, run_ensemble
-from jobs.spotting_metrics import (
+from jobs.ensemble import (
     LOOSE_DELTAS_S,
     SOCCERNET_V2_CLASSES,
     TIGHT_DELTAS_S,
+    Detection,
+    EnsembleOptions,
+    EnsembleResult,
+    FusionOptions,
     average_map,
-    grid_cell,
+    run_ensemble,
 )
+from jobs.ensemble.metrics import grid_cell
 from tables.connection import connect
 from tables.events import open_events, write_events
 from tests.soccernet_synth import (
@@ -126,7 +129,8 @@ def parity_case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     games = synth_games(seed)
     conn = connect(str(root / "warehouse"))
     write_events(open_events(conn), events_of(games))
-    result = run_ensemble(conn, EnsembleOptions(models=["qwen", "llava"], nms="soft" if seed == 1 else "hard"),
+    result = run_ensemble(conn, EnsembleOptions(models=["qwen", "llava"],
+                                                    fusion=FusionOptions(nms="soft" if seed == 1 else "hard")),
                           write=False)
     predictions = {"qwen": write_predictions(root / "qwen", {g.path: g.predictions["qwen"] for g in games})}
     if seed == 1:

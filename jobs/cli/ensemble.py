@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from jobs.cli.common import DbOpt, OptionError, connect
+from jobs.ensemble.options import NmsMode
 from tables.names import GROUND_TRUTH
 from udfs.errors import VwError
 
@@ -62,7 +63,7 @@ def ensemble(
     weights: Annotated[
         str | None, typer.Option(help="Per-model fusion weights, e.g. qwen=1,llava=0.5 (default 1 each).")
     ] = None,
-    nms: Annotated[str, typer.Option(help="Non-maximum suppression of fused events: hard, soft or none.")] = "hard",
+    nms: Annotated[NmsMode, typer.Option(help="Non-maximum suppression of fused events: hard, soft or none.")] = "hard",
     nms_window: Annotated[
         float | None, typer.Option(help="NMS window in seconds (default: the tolerance).")
     ] = None,
@@ -77,14 +78,14 @@ def ensemble(
     db: DbOpt = None,
 ) -> None:
     """Match events across models, fuse them into one model, score all against the ground truth."""
-    from jobs.ensemble_report import format_summary, format_table, timeline_videos, write_report
-    from jobs.ensemble_run import EnsembleOptions, run_ensemble
-    from jobs.spotting_metrics import SOCCERNET_V2_CLASSES
+    from jobs.ensemble import SOCCERNET_V2_CLASSES, EnsembleOptions, FusionOptions, run_ensemble
+    from jobs.ensemble.report import format_summary, format_table, timeline_videos, write_report
 
     options = EnsembleOptions(
         models=parse_list(models, "--models"), ground_truth=ground_truth, tolerance_s=tolerance, where=where,
-        name=name, run_id=run_id, weights=parse_weights(weights) if weights else None, nms=nms,
-        nms_window_s=nms_window, soft_nms_sigma=soft_sigma, min_confidence=min_confidence,
+        run_id=run_id,
+        fusion=FusionOptions(name=name, weights=parse_weights(weights) if weights else None, nms=nms,
+                             nms_window_s=nms_window, soft_nms_sigma=soft_sigma, min_confidence=min_confidence),
         classes=tuple(parse_list(classes, "--classes")) if classes else SOCCERNET_V2_CLASSES, score=score,
     )
     if max_timelines < 0:

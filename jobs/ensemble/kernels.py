@@ -3,7 +3,8 @@
 Every kernel works on flat arrays of one analysis and on *buckets*: runs of consecutive
 positions of a sort order that share a key (a video, or a video and a label). Bucket ``b`` spans
 ``order[starts[b]:starts[b + 1]]``. The rules each kernel implements are documented where they
-are used (:mod:`jobs.ensemble`, :mod:`jobs.spotting_metrics`); the kernels only run them fast.
+are used (:mod:`jobs.ensemble.matching`, :mod:`jobs.ensemble.fusion`, :mod:`jobs.ensemble.metrics`);
+the kernels only run them fast.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.ensemble import DISAGREE
-from jobs.ensemble_run import EnsembleResult
+from jobs.ensemble.matching import DISAGREE
+from jobs.ensemble.run import EnsembleResult
 from tables.ensemble_results import OVERALL, MetricRow
 
 SUMMARY_FILE = "summary.json"
@@ -51,14 +51,15 @@ def _by_model_label(rows: Sequence[MetricRow]) -> dict[tuple[str, str], MetricRo
 def format_summary(result: EnsembleResult) -> str:
     """Run id, inputs, cross-model categories and fused events as a few lines of text."""
     opts = result.options
+    fusion = opts.fusion
     videos = result.input_videos()
     lines = [
-        f"run {result.run_id}: models {', '.join(opts.models)} -> '{opts.name}', tolerance {opts.tolerance_s:g} s, "
+        f"run {result.run_id}: models {', '.join(opts.models)} -> '{fusion.name}', tolerance {opts.tolerance_s:g} s, "
         f"{len(videos)} videos with predictions, {len(result.scored_videos)} with ground truth",
         "events: " + ", ".join(f"{m} {n}" for m, n in result.event_counts().items()),
         "categories: " + (", ".join(f"{k} {v}" for k, v in result.category_counts().items()) or "none"),
-        f"fused: {len(result.fusion)} events of '{opts.name}' (nms {opts.fusion().nms}, "
-        f"window {opts.fusion().window_s:g} s)",
+        f"fused: {len(result.fused)} events of '{fusion.name}' (nms {fusion.nms}, "
+        f"window {fusion.nms_window(opts.tolerance_s):g} s)",
     ]
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
@@ -114,7 +115,7 @@ def summary(result: EnsembleResult, files: Sequence[str] = ()) -> dict[str, Any]
         "ground_truth_events": len(result.truth_frame),
         "categories": result.category_counts(),
         "disagreements": len(result.disagreement_groups()),
-        "fused_events": len(result.fusion),
+        "fused_events": len(result.fused),
         "outside_class_list": result.outside_classes,
         "unscored_videos": list(result.unscored_videos),
         "timings_s": dict(result.timings_s),
@@ -195,7 +196,7 @@ def _timeline(path: Path, result: EnsembleResult, video_id: str) -> None:
     import matplotlib.pyplot as plt
 
     opts = result.options
-    rows = [opts.ground_truth, *opts.models, opts.name]
+    rows = [opts.ground_truth, *opts.models, opts.fusion.name]
     level = {name: len(rows) - 1 - i for i, name in enumerate(rows)}
     view = result.video_events(video_id)
     events = view.events
@@ -367,7 +368,7 @@ def markdown_report(result: EnsembleResult, pictures: dict[str, list[str]], disa
     lines += ["## Timelines", ""]
     drawn = pictures.get("timelines", [])
     total = len(timeline_videos(result))
-    lines.append(f"One picture per match half (video): ground truth, each model and `{opts.name}`; "
+    lines.append(f"One picture per match half (video): ground truth, each model and `{opts.fusion.name}`; "
                  f"{len(drawn)} of {total} drawn.")
     lines.append("")
     lines += [f"![{p}]({p})" for p in drawn]

@@ -2,9 +2,11 @@
 
 :func:`run_ensemble` is what ``vw ensemble`` calls. It reads the events of the chosen models (and
 of the ground truth) with an optional SQL filter, groups them across models
-(:mod:`jobs.ensemble`), fuses them into a new model written back to ``events`` under the run id,
-scores every model and the ensemble against the ground truth (:mod:`jobs.spotting_metrics`) and
-writes ``ensemble_matches`` / ``ensemble_metrics`` (:mod:`tables.ensemble_results`).
+(:mod:`jobs.ensemble.matching`), fuses them into a new model written back to ``events`` under the
+run id (:mod:`jobs.ensemble.fusion`), scores every model and the ensemble against the ground truth
+(:mod:`jobs.ensemble.metrics`) and writes ``ensemble_matches`` / ``ensemble_metrics``
+(:mod:`jobs.ensemble.rows`, :mod:`tables.ensemble_results`). The options are
+:class:`~jobs.ensemble.options.EnsembleOptions`; :class:`EnsembleResult` is what a run returns.
 
 Videos are the unit of matching and scoring. SoccerNet games are imported as one video per half
 (the ground-truth events carry ``game`` and ``half`` in their metadata), so every half is scored
@@ -13,9 +15,7 @@ on its own grid, as the official evaluation does.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -28,33 +28,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.detections import DETECTION_COLUMNS, Detection
-from jobs.ensemble import (
-    DISAGREE,
-    FIXED_CATEGORIES,
-    Fused,
-    FusedEvent,
-    FusionOptions,
-    Group,
-    Matching,
-    check_models,
-    fuse_matching,
-    match_frame,
-)
-from jobs.ensemble_rows import fused_event_rows, model_match_rows, truth_match_rows
-from jobs.event_frame import EventFrame, frame_from_arrow
-from jobs.heap_retention import retained_heap
-from jobs.spotting_metrics import (
+from jobs.ensemble.errors import EnsembleDataError, EnsembleOptionsError
+from jobs.ensemble.frame import EventFrame, frame_from_arrow
+from jobs.ensemble.fusion import Fused, fuse_matching
+from jobs.ensemble.heap import retained_heap
+from jobs.ensemble.matching import DISAGREE, FIXED_CATEGORIES, Group, Matching, match_frame
+from jobs.ensemble.metrics import (
     LOOSE_DELTAS_S,
-    SOCCERNET_V2_CLASSES,
     TIGHT_DELTAS_S,
     AverageMAP,
     Counts,
     TruthClaims,
-    TruthMatch,
     average_maps,
     claim_truths,
 )
+from jobs.ensemble.options import EnsembleOptions
+from jobs.ensemble.records import DETECTION_COLUMNS, Detection
+from jobs.ensemble.rows import fused_event_rows, model_match_rows, truth_match_rows
 from tables.connection import lance_error_text
 from tables.ensemble_results import (
     MATCHES_SCHEMA,
@@ -65,67 +55,7 @@ from tables.ensemble_results import (
     MetricRow,
     write_metrics,
 )
-from tables.events import GROUND_TRUTH, open_events, scope_filter, staged_events
-
-
-@dataclass
-class EnsembleOptions:
-    """Everything that defines a run (its id defaults to a hash of the rest)."""
-
-    models: Sequence[str]
-    ground_truth: str = GROUND_TRUTH
-    tolerance_s: float = 3.0
-    where: str | None = None
-    name: str = "ensemble"
-    run_id: str | None = None
-    weights: Mapping[str, float] | None = None
-    nms: str = "hard"
-    nms_window_s: float | None = None  # default: the tolerance
-    soft_nms_sigma: float = 0.5
-    min_confidence: float = 0.0
-    classes: Sequence[str] = SOCCERNET_V2_CLASSES
-    score: bool = True
-
-    def fusion(self) -> FusionOptions:
-        """The fusion settings of this run."""
-        window = self.tolerance_s if self.nms_window_s is None else self.nms_window_s
-        return FusionOptions(self.name, dict(self.weights or {}), self.nms, window, self.soft_nms_sigma,
-                             self.min_confidence)
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the first option that is invalid."""
-        models = check_models(self.models)
-        if not (isinstance(self.tolerance_s, int | float) and math.isfinite(self.tolerance_s)
-                and self.tolerance_s >= 0):
-            raise ValueError(f"tolerance must be a number of seconds >= 0, got {self.tolerance_s!r}")
-        if not self.ground_truth:
-            raise ValueError("the ground-truth model name is empty")
-        if self.ground_truth in models:
-            raise ValueError(f"the ground truth '{self.ground_truth}' cannot also be an input model")
-        if self.name == self.ground_truth:
-            raise ValueError(f"the ensemble cannot be named like the ground truth '{self.ground_truth}'")
-        self.fusion().check(models)
-        if self.run_id is not None and not self.run_id.strip():
-            raise ValueError("the run id is empty")
-        if not self.classes or len(set(self.classes)) != len(self.classes) or not all(self.classes):
-            raise ValueError(f"the class list must be non-empty names without duplicates, got {list(self.classes)}")
-
-    def params(self) -> dict[str, Any]:
-        """The options as JSON-serialisable values (without the run id)."""
-        return {
-            "models": list(self.models), "ground_truth": self.ground_truth, "tolerance_s": self.tolerance_s,
-            "where": self.where, "name": self.name,
-            "weights": {m: self.fusion().weight(m) for m in self.models}, "nms": self.nms,
-            "nms_window_s": self.fusion().window_s, "soft_nms_sigma": self.soft_nms_sigma,
-            "min_confidence": self.min_confidence, "classes": list(self.classes), "score": self.score,
-        }
-
-    def resolved_run_id(self) -> str:
-        """``run_id``, or ``<name>-<hash of the options>`` so re-running the same analysis replaces it."""
-        if self.run_id:
-            return self.run_id
-        digest = hashlib.sha1(json.dumps(self.params(), sort_keys=True).encode()).hexdigest()[:10]
-        return f"{self.name}-{digest}"
+from tables.events import open_events, scope_filter, staged_events
 
 
 @dataclass
@@ -137,11 +67,6 @@ class ModelScore:
     per_label: dict[str, Counts]
     tight: AverageMAP
     loose: AverageMAP
-
-    @cached_property
-    def match(self) -> TruthMatch:
-        """The matching to the ground truth as :class:`Detection` records."""
-        return self.claims.match()
 
 
 @dataclass
@@ -162,7 +87,7 @@ class EnsembleResult:
     input_frame: EventFrame  # events of the input models (model codes in options.models order)
     truth_frame: EventFrame
     matching: Matching
-    fusion: Fused
+    fused: Fused  # the ensemble model's events with the input events each was fused from
     fused_frame: EventFrame  # the ensemble model's events with their event ids
     scores: dict[str, ModelScore] = field(default_factory=dict)
     metrics: list[MetricRow] = field(default_factory=list)
@@ -178,7 +103,7 @@ class EnsembleResult:
     @property
     def scored_models(self) -> list[str]:
         """The input models followed by the ensemble."""
-        return [*self.options.models, self.options.name]
+        return [*self.options.models, self.options.fusion.name]
 
     @cached_property
     def scored_videos(self) -> list[str]:
@@ -217,11 +142,6 @@ class EnsembleResult:
         return self.matching.groups()
 
     @cached_property
-    def fused(self) -> list[FusedEvent]:
-        """The ensemble's events with their sources, as records."""
-        return self.fusion.events()
-
-    @cached_property
     def fused_detections(self) -> list[Detection]:
         """The ensemble's events as records of the ensemble model."""
         return self.fused_frame.detections()
@@ -238,7 +158,7 @@ class EnsembleResult:
         for i, m in enumerate(opts.models):
             events[m] = self.input_frame.detections(
                 np.flatnonzero((self.input_frame.video == code) & (self.input_frame.model == i)))
-        events[opts.name] = self.fused_frame.detections(np.flatnonzero(self.fused_frame.video == code))
+        events[opts.fusion.name] = self.fused_frame.detections(np.flatnonzero(self.fused_frame.video == code))
         m = self.matching
         first = m.members[m.starts[:-1]]
         groups = m.groups(np.flatnonzero((self.input_frame.video[first] == code) & (m.sizes > 1)))
@@ -258,23 +178,25 @@ def _models_present(table: Any) -> list[str]:
 
 
 def _check_models_present(table: Any, options: EnsembleOptions) -> None:
-    """Raise ``ValueError`` when an input model (or the ground truth to score against) has no
-    events in the whole table."""
+    """Raise :class:`~jobs.ensemble.errors.EnsembleOptionsError` when an input model (or the ground
+    truth to score against) has no events in the whole table."""
     present = _models_present(table)
     unknown = [m for m in options.models if m not in present]
     if unknown:
-        raise ValueError(f"unknown models {unknown}: the events table has {present or 'no events'}")
+        raise EnsembleOptionsError(f"unknown models {unknown}: the events table has {present or 'no events'}")
     if options.score and options.ground_truth not in present:
-        raise ValueError(f"no ground truth to score against: no events of model '{options.ground_truth}' "
-                         f"(models present: {present})")
+        raise EnsembleOptionsError(f"no ground truth to score against: no events of model "
+                                   f"'{options.ground_truth}' (models present: {present})")
 
 
 def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventFrame, list[str]]:
     """The input models' events and the ground truth, read from ``events`` with ``options.where``.
 
     Returns ``(input events, ground truth, notes)`` as frames sharing one vocabulary. Raises
-    ``LookupError`` without an ``events`` table and ``ValueError`` for unknown models, a bad
-    filter or missing ground truth.
+    :class:`~udfs.errors.NotFoundError` (a ``LookupError``) without an ``events`` table,
+    :class:`~jobs.ensemble.errors.EnsembleOptionsError` for unknown models, a bad filter or missing
+    ground truth and :class:`~jobs.ensemble.errors.EnsembleDataError` for events that cannot be
+    analysed (all ``ValueError``).
     """
     table = open_events(conn, create=False)
     wanted = [*options.models, *([options.ground_truth] if options.score else [])]
@@ -286,7 +208,7 @@ def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventF
     except ValueError as err:
         _check_models_present(table, options)
         msg = lance_error_text(err, limit=2000)
-        raise ValueError(f"bad where filter {options.where!r} on the events table: {msg}") from None
+        raise EnsembleOptionsError(f"bad where filter {options.where!r} on the events table: {msg}") from None
     frame = frame_from_arrow(rows, wanted, ground_truth=options.ground_truth if options.score else None)
     if not np.bincount(frame.model, minlength=len(wanted)).all():
         _check_models_present(table, options)  # some model has no rows in scope: is it in the table at all?
@@ -298,7 +220,7 @@ def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventF
     truths = replace(frame.take(truth_rows), models=(options.ground_truth,))
     truths.model = np.zeros(len(truths), dtype=np.int32)
     if options.score and len(truths) == 0:
-        raise ValueError(
+        raise EnsembleOptionsError(
             f"no ground truth to score against: the filter {options.where!r} leaves no events of model "
             f"'{options.ground_truth}' (ground-truth rows have no confidence: a confidence filter needs "
             f"`OR model = '{options.ground_truth}'`)")
@@ -308,7 +230,7 @@ def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventF
         missing = np.flatnonzero(np.isnan(inputs.conf) & (inputs.model == i))
         if missing.size:
             first = inputs.event_id.take(pa.array(missing[:1])).to_pylist()[0]
-            raise ValueError(f"{missing.size} events of model '{model}' have no confidence (e.g. {first})")
+            raise EnsembleDataError(f"{missing.size} events of model '{model}' have no confidence (e.g. {first})")
     notes = [f"model '{m}' has no events in scope" for m, n in zip(options.models, counts.tolist(), strict=True)
              if not n]
     return inputs, truths, notes
@@ -324,7 +246,7 @@ def _check_halves(truths: EventFrame) -> None:
             seen.setdefault(video, set()).add((game, half if half >= 0 else None))
     for video, keys in seen.items():
         if len(keys) > 1:
-            raise ValueError(f"ground truth of video '{truths.vocab.videos[video]}' names several game halves "
+            raise EnsembleDataError(f"ground truth of video '{truths.vocab.videos[video]}' names several game halves "
                              f"{sorted(keys, key=str)}: each video must hold one half")
 
 
@@ -442,7 +364,8 @@ def _run(conn: Any, options: EnsembleOptions, write: bool) -> EnsembleResult:
     inputs, truths, notes = load_events(conn, options)
     lap("read")
     matches_writer = MatchesWriter(conn, run_id) if write else None
-    events_writer = staged_events(open_events(conn), scope_filter(models=[options.name], run_id=run_id)) \
+    name = options.fusion.name
+    events_writer = staged_events(open_events(conn), scope_filter(models=[name], run_id=run_id)) \
         if write else None
     parts: dict[tuple[str, str], pa.Table] = {}  # (scope, model): ensemble_matches rows
     writes: list[Future] = []
@@ -465,14 +388,14 @@ def _run(conn: Any, options: EnsembleOptions, write: bool) -> EnsembleResult:
         matching = match_frame(inputs, options.tolerance_s)
         lap("match")
         model_rows = pool.submit(lambda: keep((SCOPE_MODELS, ""), model_match_rows(run_id, matching)))
-        fusion = fuse_matching(matching, options.fusion())
-        fused_frame = fusion.frame(options.name, run_id)  # the event ids hash every fused event
+        fused = fuse_matching(matching, options.fusion)
+        fused_frame = fused.frame(name, run_id)  # the event ids hash every fused event
         lap("fuse")
         if options.score:
-            scoring[options.name] = pool.submit(scored, options.name, fused_frame)
+            scoring[name] = pool.submit(scored, name, fused_frame)
         if events_writer is not None:
-            writes.append(pool.submit(events_writer.add, fused_event_rows(fusion, fused_frame, run_id)))
-        result = EnsembleResult(run_id, options, inputs, truths, matching, fusion, fused_frame, notes=notes,
+            writes.append(pool.submit(events_writer.add, fused_event_rows(fused, fused_frame, run_id)))
+        result = EnsembleResult(run_id, options, inputs, truths, matching, fused, fused_frame, notes=notes,
                                 timings_s=timings)
         params = json.dumps(options.params(), sort_keys=True)
         for model in result.scored_models if options.score else []:

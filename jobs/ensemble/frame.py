@@ -3,8 +3,8 @@
 An :class:`EventFrame` holds events of any number of models as NumPy arrays (integer codes for
 video, label and model, times, confidences, visibility) next to the Arrow columns that are only
 carried through (event ids, teams). Millions of events cost a few arrays, not millions of Python
-objects; :class:`~jobs.detections.Detection` records are made only for the few events a picture
-or a test looks at.
+objects; :class:`~jobs.ensemble.records.Detection` records are made only for the few events a
+picture or a test looks at.
 
 Codes index sorted vocabularies (:class:`Vocab`) shared by every frame of one analysis, so codes
 compare across frames and code order is string order. Model codes index the frame's own model
@@ -23,8 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.arrow_build import string_buffers
-from jobs.detections import DETECTION_COLUMNS, NOT_SHOWN, Detection, parse_half, parse_metadata
+from jobs.ensemble.arrow_build import string_buffers
+from jobs.ensemble.errors import EnsembleDataError
+from jobs.ensemble.records import DETECTION_COLUMNS, NOT_SHOWN, Detection, parse_half, parse_metadata
 
 
 @dataclass(frozen=True)
@@ -181,12 +182,13 @@ def _first_bad(table: pa.Table, mask: np.ndarray) -> dict[str, Any]:
 
 def frame_from_arrow(table: pa.Table, models: Sequence[str], vocab: Vocab | None = None,
                      ground_truth: str | None = None) -> EventFrame:
-    """Rows of ``events`` (at least :data:`~jobs.detections.DETECTION_COLUMNS`) as a frame.
+    """Rows of ``events`` (at least :data:`~jobs.ensemble.records.DETECTION_COLUMNS`) as a frame.
 
     ``models`` is the rank order of the models (rows of other models are an error); ``vocab``
     defaults to the videos and labels of ``table``. The metadata of ``ground_truth`` rows gives
-    visibility, game and half. Raises ``ValueError`` naming the first event whose time is
-    negative or not finite, whose confidence is not finite, or whose metadata is not a JSON object.
+    visibility, game and half. Raises :class:`~jobs.ensemble.errors.EnsembleDataError` (a
+    ``ValueError``) naming the first event whose time is negative or not finite, whose confidence
+    is not finite, or whose metadata is not a JSON object.
     """
     missing = [c for c in DETECTION_COLUMNS if c not in table.column_names]
     if missing:
@@ -207,14 +209,14 @@ def frame_from_arrow(table: pa.Table, models: Sequence[str], vocab: Vocab | None
     bad = ~np.isfinite(time_s) | (time_s < 0)
     if bad.any():
         row = _first_bad(table, bad)
-        raise ValueError(f"event {row['event_id']} ({row['model']} on {row['video_id']}): time_s must be >= 0, "
+        raise EnsembleDataError(f"event {row['event_id']} ({row['model']} on {row['video_id']}): time_s must be >= 0, "
                          f"got {row['time_s']}")
     conf_col = table.column("confidence")
     conf = _floats(conf_col)
     bad = np.isinf(conf) | (np.isnan(conf) & pc.is_valid(conf_col).to_numpy(zero_copy_only=False))
     if bad.any():
         row = _first_bad(table, bad)
-        raise ValueError(f"event {row['event_id']} ({row['model']} on {row['video_id']}): confidence is "
+        raise EnsembleDataError(f"event {row['event_id']} ({row['model']} on {row['video_id']}): confidence is "
                          f"{row['confidence']}")
     event_ids = _flat(table.column("event_id"))
     frame = EventFrame(vocab, tuple(models), video, label, model, time_s, conf, id_keys(event_ids),

@@ -30,22 +30,19 @@ so are labels outside the class list.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.detections import Detection
-from jobs.ensemble_kernels import bucket_starts, claim_cells, grouped_order, nearest_claims, nearest_truth_values
-from jobs.event_frame import EventFrame, frame_from_detections, shared_vocab
+from jobs.ensemble.errors import EnsembleDataError, EnsembleOptionsError
+from jobs.ensemble.frame import EventFrame, frame_from_detections, shared_vocab
+from jobs.ensemble.kernels import bucket_starts, claim_cells, grouped_order, nearest_claims, nearest_truth_values
+from jobs.ensemble.options import SOCCERNET_V2_CLASSES, check_tolerance
+from jobs.ensemble.records import Detection
 
-#: SoccerNet-v2 action classes, in the order of the official ``EVENT_DICTIONARY_V2``.
-SOCCERNET_V2_CLASSES: tuple[str, ...] = (
-    "Penalty", "Kick-off", "Goal", "Substitution", "Offside", "Shots on target", "Shots off target",
-    "Clearance", "Ball out of play", "Throw-in", "Foul", "Indirect free-kick", "Direct free-kick",
-    "Corner", "Yellow card", "Red card", "Yellow->red card",
-)
+# SOCCERNET_V2_CLASSES, the official class list, is defined with the options (the default class list
+# of a run) and imported from here as well.
 #: Cells per second of the official evaluation grid.
 SOCCERNET_FRAMERATE = 2
 #: Length of one half's grid in seconds (the official vectors are 120 minutes long).
@@ -59,21 +56,7 @@ RECALL_POINTS = np.arange(11) / 10
 UNSHOWN_RESCALE_V2 = 17 / 13
 
 
-def _check_tolerance(tolerance_s: float) -> None:
-    if not (isinstance(tolerance_s, int | float) and math.isfinite(tolerance_s) and tolerance_s >= 0):
-        raise ValueError(f"tolerance must be a number of seconds >= 0, got {tolerance_s!r}")
-
-
 # ---------------------------------------------------------------- precision / recall / F1
-
-
-@dataclass
-class TruthMatch:
-    """Predictions of one model matched one-to-one to ground truth."""
-
-    pairs: list[tuple[Detection, Detection]] = field(default_factory=list)  # (prediction, truth)
-    false_positives: list[Detection] = field(default_factory=list)
-    missed: list[Detection] = field(default_factory=list)
 
 
 @dataclass
@@ -105,7 +88,8 @@ class Counts:
 
 
 def _check_scores(frame: EventFrame, rows: np.ndarray | None = None) -> None:
-    """Raise ``ValueError`` naming the first event (of ``rows``, default all) without a valid score."""
+    """Raise :class:`~jobs.ensemble.errors.EnsembleDataError` naming the first event (of ``rows``,
+    default all) without a valid score."""
     conf = frame.conf if rows is None else frame.conf[rows]
     bad = np.flatnonzero(np.isnan(conf) | (conf < 0))
     if rows is not None:
@@ -113,8 +97,8 @@ def _check_scores(frame: EventFrame, rows: np.ndarray | None = None) -> None:
     if bad.size:
         d = frame.detections(bad[:1])[0]
         if d.confidence is None:
-            raise ValueError(f"event {d.event_id} of model '{d.model}' on {d.video_id} has no confidence")
-        raise ValueError(f"event {d.event_id} of model '{d.model}' has a negative confidence {d.confidence}")
+            raise EnsembleDataError(f"event {d.event_id} of model '{d.model}' on {d.video_id} has no confidence")
+        raise EnsembleDataError(f"event {d.event_id} of model '{d.model}' has a negative confidence {d.confidence}")
 
 
 @dataclass
@@ -143,22 +127,6 @@ class TruthClaims:
         return {self.predictions.vocab.labels[i]: Counts(int(tp[i]), int(fp[i]), int(fn[i]))
                 for i in np.flatnonzero(tp + fp + fn).tolist()}
 
-    def match(self) -> TruthMatch:
-        """The matching as :class:`Detection` records (pairs and false positives in matching order)."""
-        preds = self.predictions.detections(self.order)
-        claimed = self.claimed[self.order]
-        hits = claimed[claimed >= 0]
-        truths = iter(self.truths.detections(hits))
-        result = TruthMatch()
-        for p, c in zip(preds, claimed.tolist(), strict=True):
-            if c >= 0:
-                result.pairs.append((p, next(truths)))
-            else:
-                result.false_positives.append(p)
-        missed = self.truth_order[~self.used[self.truth_order]]
-        result.missed = self.truths.detections(missed)
-        return result
-
 
 def _label_buckets(frame: EventFrame) -> np.ndarray:
     return frame.video.astype(np.int64) * max(len(frame.vocab.labels), 1) + frame.label
@@ -168,7 +136,7 @@ def claim_truths(predictions: EventFrame, truths: EventFrame, tolerance_s: float
     """One-to-one greedy matching of ``predictions`` to ``truths`` (same vocabulary) per video and
     label: predictions in descending confidence (ties: earlier time first) each claim the nearest
     unclaimed truth within ``tolerance_s`` seconds (ties: the earlier truth)."""
-    _check_tolerance(tolerance_s)
+    check_tolerance(tolerance_s)
     if predictions.vocab != truths.vocab:
         raise ValueError("predictions and ground truth must share one vocabulary")
     _check_scores(predictions)
@@ -182,30 +150,6 @@ def claim_truths(predictions: EventFrame, truths: EventFrame, tolerance_s: float
     used = np.zeros(len(truths), dtype=bool)
     used[claimed[claimed >= 0]] = True
     return TruthClaims(predictions, truths, claimed, used, order, truth_order)
-
-
-def match_to_truth(predictions: Sequence[Detection], truths: Sequence[Detection], tolerance_s: float) -> TruthMatch:
-    """One-to-one greedy matching of ``predictions`` to ``truths`` per video and label.
-
-    Predictions in descending confidence (ties: earlier time first) each claim the nearest
-    unclaimed truth within ``tolerance_s`` seconds (ties: the earlier truth).
-    """
-    _check_tolerance(tolerance_s)
-    vocab = shared_vocab(predictions, truths)
-    return claim_truths(frame_from_detections(predictions, vocab=vocab),
-                        frame_from_detections(truths, vocab=vocab), tolerance_s).match()
-
-
-def counts_per_label(match: TruthMatch) -> dict[str, Counts]:
-    """TP / FP / FN per label of a :class:`TruthMatch`."""
-    out: dict[str, Counts] = {}
-    for p, _ in match.pairs:
-        out.setdefault(p.label, Counts()).tp += 1
-    for p in match.false_positives:
-        out.setdefault(p.label, Counts()).fp += 1
-    for g in match.missed:
-        out.setdefault(g.label, Counts()).fn += 1
-    return out
 
 
 # ---------------------------------------------------------------- SoccerNet average-mAP
@@ -282,11 +226,11 @@ def _trapezoid(values: Sequence[float]) -> float:
 
 def _check_map_args(classes: Sequence[str], deltas_s: Sequence[float]) -> None:
     if not classes:
-        raise ValueError("average-mAP needs a non-empty class list")
+        raise EnsembleOptionsError("average-mAP needs a non-empty class list")
     if len(set(classes)) != len(classes):
-        raise ValueError(f"the class list has duplicates: {list(classes)}")
+        raise EnsembleOptionsError(f"the class list has duplicates: {list(classes)}")
     if not deltas_s or any(not (d > 0) for d in deltas_s):
-        raise ValueError(f"deltas must be positive seconds, got {list(deltas_s)}")
+        raise EnsembleOptionsError(f"deltas must be positive seconds, got {list(deltas_s)}")
 
 
 def average_maps(truths: EventFrame, predictions: EventFrame, classes: Sequence[str] = SOCCERNET_V2_CLASSES,

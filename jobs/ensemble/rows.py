@@ -11,11 +11,12 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from jobs.arrow_build import constant, string_buffers, strings, texts
-from jobs.ensemble import Fused, Matching, category_names
-from jobs.ensemble_kernels import first_max, json_ids_safe, json_sources, spread
-from jobs.event_frame import EventFrame
-from jobs.spotting_metrics import TruthClaims
+from jobs.ensemble.arrow_build import constant, string_buffers, strings, texts
+from jobs.ensemble.frame import EventFrame
+from jobs.ensemble.fusion import Fused
+from jobs.ensemble.kernels import first_max, json_ids_safe, json_sources, spread
+from jobs.ensemble.matching import Matching, category_names
+from jobs.ensemble.metrics import TruthClaims
 from tables.ensemble_results import MATCHES_SCHEMA, SCOPE_GROUND_TRUTH, SCOPE_MODELS
 from tables.events import EVENTS_SCHEMA
 
