@@ -142,9 +142,22 @@ def run_cpu(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- GPU mode
 
 
+def _bf16_on(device: str, build: Any) -> Any:
+    """``build()`` with bf16 as the default dtype, its tensors created on ``device``, seeded."""
+    import torch
+
+    torch.manual_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            return build()
+    finally:
+        torch.set_default_dtype(default)
+
+
 def full_llava_model(device: str) -> tuple[Any, Any]:
     """LLaVA-NeXT-Video-7B's architecture with random bf16 weights on ``device``, and its processor."""
-    import torch
     from transformers import LlamaConfig, LlavaNextVideoConfig, LlavaNextVideoForConditionalGeneration
 
     from udfs.detector_models import tiny_processor, tiny_tokenizer
@@ -157,16 +170,102 @@ def full_llava_model(device: str) -> tuple[Any, Any]:
         text_config=text, video_token_index=int(tok.convert_tokens_to_ids("<video>")),
         image_token_index=int(tok.convert_tokens_to_ids("<image>")),
     )
-    torch.manual_seed(0)
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device(device):
-            model = LlavaNextVideoForConditionalGeneration(config)
-    finally:
-        torch.set_default_dtype(default)
+    model = _bf16_on(device, lambda: LlavaNextVideoForConditionalGeneration(config))
     side = int(config.vision_config.image_size)
     return model.eval(), tiny_processor("llava", side=side)
+
+
+#: Pixels per frame of Qwen2.5-VL's own video processor (``min_pixels`` = 128 * 28 * 28).
+QWEN_MIN_PIXELS = 128 * 28 * 28
+
+
+def full_qwen_model(device: str) -> tuple[Any, Any]:
+    """Qwen2.5-VL-7B-Instruct's architecture with random bf16 weights on ``device``, and a processor.
+
+    The configuration is that of the released checkpoint (28 text layers of 3584, GQA with 4
+    key/value heads, a 32-block 1280-wide vision tower with window attention); the processor is
+    the real processor class with the tiny tokenizer and frame-size bounds of about the released
+    video processor's minimum (``side`` 320: 102400 pixels per frame).
+    """
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    from udfs.detector_models import tiny_processor, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    ids = {t: int(tok.convert_tokens_to_ids(t)) for t in
+           ("<pad>", "<s>", "<|im_end|>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>")}
+    config = Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                         num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000,
+                         pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"], eos_token_id=ids["<|im_end|>"],
+                         rope_parameters={"rope_type": "default", "mrope_section": [16, 24, 24],
+                                          "rope_theta": 1000000.0}),
+        vision_config=dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                           fullatt_block_indexes=[7, 15, 23, 31]),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    model = _bf16_on(device, lambda: Qwen2_5_VLForConditionalGeneration(config))
+    return model.eval(), tiny_processor("qwen", side=320)
+
+
+FULL_MODELS = {"llava": (full_llava_model, "llava-next-video-7b-config-random"),
+               "qwen": (full_qwen_model, "qwen2.5-vl-7b-config-random")}
+
+
+def time_generate(det: Any, size: int, frames: int, side: int, new_tokens: int, repeats: int,
+                  cap_s: float | None = None) -> dict[str, Any]:
+    """Windows/s of the model side alone (processor + ``generate``) on random frames, ``size`` a call.
+
+    One warm-up call, then ``repeats`` timed calls (fewer when ``cap_s`` seconds are spent; at
+    least one). CUDA out-of-memory is reported in the result instead of raised.
+    """
+    import torch
+
+    cuda = str(det.device).startswith("cuda")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    gen = torch.Generator().manual_seed(0)
+    clips = [torch.randint(0, 256, (frames, 3, side, side), dtype=torch.uint8, generator=gen) for _ in range(size)]
+    fps = [1.0] * size
+    try:
+        det.generate(det.inputs(clips, fps), min_new_tokens=new_tokens)  # warm-up
+        sync()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        pre_s = gen_s = 0.0
+        done = 0
+        start = time.perf_counter()
+        while done < max(1, repeats):
+            t0 = time.perf_counter()
+            inputs = det.inputs(clips, fps)
+            sync()
+            t1 = time.perf_counter()
+            out = det.generate(inputs, min_new_tokens=new_tokens)
+            sync()
+            pre_s += t1 - t0
+            gen_s += time.perf_counter() - t1
+            done += 1
+            if cap_s is not None and time.perf_counter() - start >= cap_s:
+                break
+    except torch.cuda.OutOfMemoryError as err:
+        torch.cuda.empty_cache()
+        return {"batch_size": size, "error": f"CUDA out of memory: {err}"[:300]}
+    total = pre_s + gen_s
+    windows = size * done
+    result = {
+        "batch_size": size, "windows": windows, "calls": done, "prompt_tokens": int(inputs["input_ids"].shape[1]),
+        "new_tokens": int(out.shape[1]), "processor_s": round(pre_s / done, 4),
+        "generate_s": round(gen_s / done, 4), "windows_per_s": round(windows / total, 3),
+        "new_tokens_per_s": round(windows * int(out.shape[1]) / gen_s, 1),
+    }
+    if cuda:
+        result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+    return result
 
 
 def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
@@ -188,41 +287,12 @@ def run_gpu(args: argparse.Namespace) -> dict[str, Any]:
     settings = DetectorSettings(max_new_tokens=args.new_tokens, max_side=args.side)
     det = VideoDetector.from_parts("llava", model, processor, settings, args.device, profile="full",
                                    name="llava-next-video-7b-config-random")
-    gen = torch.Generator().manual_seed(0)
     results = []
     for size in sizes:
-        clips = [torch.randint(0, 256, (args.frames, 3, args.side, args.side), dtype=torch.uint8, generator=gen)
-                 for _ in range(size)]
-        fps = [1.0] * size
-        try:
-            det.generate(det.inputs(clips, fps), min_new_tokens=args.new_tokens)  # warm-up
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            pre_s = gen_s = 0.0
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                inputs = det.inputs(clips, fps)
-                torch.cuda.synchronize()
-                t1 = time.perf_counter()
-                out = det.generate(inputs, min_new_tokens=args.new_tokens)
-                torch.cuda.synchronize()
-                t2 = time.perf_counter()
-                pre_s += t1 - t0
-                gen_s += t2 - t1
-        except torch.cuda.OutOfMemoryError as err:
-            results.append({"batch_size": size, "error": f"CUDA out of memory: {err}"[:300]})
-            torch.cuda.empty_cache()
-            continue
-        total = pre_s + gen_s
-        windows = size * args.repeats
-        results.append({
-            "batch_size": size, "windows": windows, "prompt_tokens": int(inputs["input_ids"].shape[1]),
-            "new_tokens": int(out.shape[1]), "processor_s": round(pre_s / args.repeats, 4),
-            "generate_s": round(gen_s / args.repeats, 4), "windows_per_s": round(windows / total, 3),
-            "new_tokens_per_s": round(windows * int(out.shape[1]) / gen_s, 1),
-            "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-        })
-        print(f"batch {size}: {windows / total:.2f} windows/s", file=sys.stderr)
+        result = time_generate(det, size, args.frames, args.side, args.new_tokens, args.repeats)
+        results.append(result)
+        if "windows_per_s" in result:
+            print(f"batch {size}: {result['windows_per_s']:.2f} windows/s", file=sys.stderr)
     return {
         "mode": "gpu-full-config", "device": torch.cuda.get_device_name(0), "dtype": "bfloat16",
         "model": "LLaVA-NeXT-Video-7B architecture, random weights", "random_weights": True,

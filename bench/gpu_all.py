@@ -9,6 +9,11 @@ The report keeps each script's own JSON under ``runs.<name>.report`` and lifts t
 GPU busy fraction and peak GPU memory figures found in it into ``runs.<name>.metrics``.
 
     python -m bench.gpu_all --out bench/out/gpu_all.json
+
+This needs a fully set-up machine (FFmpeg CLI, the project's packages) and has no time budget.
+For the prepared, time-boxed run on a bare GPU machine (payload of wheels, videos made with
+PyAV, every stage under a budget, one report; its CPU dry run is tests/test_gpu_run.py) use
+``bash bench/gpu/run.sh OUT_DIR``, which reuses :func:`last_json` and :func:`metrics` from here.
 """
 
 from __future__ import annotations
