@@ -24,6 +24,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -31,9 +32,11 @@ from jobs.job_drivers import mark_abandoned, record_driver
 from manifests.clusters import ClusterSpec
 from tables.column_state import UDF_VERSION_KEY, failed_rows, field_spec, missing_filter, recent_errors
 from tables.connection import open_videos, table_exists
-from tables.names import VIDEOS, WINDOWS, frame_features_column, pooled_column, times_column, video_embedding_column
+from tables.names import VIDEOS, key_column
 from udfs.errors import NotFoundError, VwError
-from udfs.models import ModelSpec, frame_features_spec, resolve_profile, vjepa2_spec
+from udfs.models import ModelSpec, resolve_profile
+from udfs.stage import Stage, StageOptions
+from udfs.stages import stage_for_column
 
 
 class BackfillError(VwError, RuntimeError):
@@ -41,20 +44,14 @@ class BackfillError(VwError, RuntimeError):
 
 
 @dataclass
-class BackfillOptions:
-    """What the user asked for on the command line (or in Python)."""
+class BackfillOptions(StageOptions):
+    """What the user asked for on the command line (or in Python): the stages' settings
+    (:class:`~udfs.stage.StageOptions`: profile, model, batch size, ...) and how to run them."""
 
     where: str | None = None
-    profile: str | None = None
-    model: str | None = None
-    batch_size: int = 8
     concurrency: int = 1
-    num_frames: int | None = None
-    num_gpus: float | None = None
     retry_failed: bool = False
     replace: bool = False
-    fps: float | None = None  # frame_features sampling rate (default $FRAME_FPS, then 1)
-    scenarios: str | None = None  # scenarios YAML file of the `scenarios` stage (default $VW_SCENARIOS, then built-in)
 
 
 @dataclass
@@ -88,120 +85,12 @@ def report_lines(reports: list[ColumnReport]) -> Iterator[tuple[bool, str]]:
             yield True, f"  error row {e['row_address']}: {e['error_type']}: {e['message']}"
 
 
-@dataclass
-class Stage:
-    """A backfillable stage: the table it fills, the columns it owns and how to build their UDFs.
-
-    ``columns`` lists the stage's columns in fill order (derived columns after their source);
-    ``spec`` resolves the model from the options without loading weights; ``udfs`` returns
-    ``(column, geneva UDF)`` pairs.
-    """
-
-    name: str
-    columns: Callable[[], list[str]]
-    spec: Callable[[BackfillOptions], ModelSpec]
-    udfs: Callable[[BackfillOptions, ModelSpec], list[tuple[str, Any]]]
-    table: str = VIDEOS
-
-
-def _video_embedding_udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
-    from udfs.video_embedding import pooled_udf, video_embedding_udf
-
-    col = video_embedding_column()
-    steps = video_embedding_udf(
-        spec.profile, opts.model, opts.num_frames, opts.batch_size, opts.num_gpus
-    )
-    return [(col, steps), (pooled_column(col), pooled_udf(col, spec))]
-
-
-STAGES: dict[str, Stage] = {}
-
-
-def register_stage(stage: Stage) -> Stage:
-    """Add ``stage`` to the registry :data:`STAGES` (by name; re-registering replaces it)."""
-    STAGES[stage.name] = stage
-    return stage
-
-
-register_stage(Stage(
-    name="video_embedding",
-    columns=lambda: [video_embedding_column(), pooled_column(video_embedding_column())],
-    spec=lambda o: vjepa2_spec(o.profile, o.model),
-    udfs=_video_embedding_udfs,
-))
-
-
-def _frame_features_udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
-    from udfs.frame_features import frame_features_udf, frame_times_udf
-
-    col = frame_features_column()
-    feats = frame_features_udf(spec.profile, opts.model, opts.fps, opts.batch_size, opts.num_gpus)
-    return [(col, feats), (times_column(col), frame_times_udf(col, spec, opts.fps))]
-
-
-def _frame_features_spec(opts: BackfillOptions) -> ModelSpec:
-    from udfs.frame_features import fps_from_env
-
-    spec = frame_features_spec(opts.profile, opts.model)
-    return replace(spec, params=(("fps", f"{fps_from_env(opts.fps):g}"),))
-
-
-register_stage(Stage(
-    name="frame_features",
-    columns=lambda: [frame_features_column(), times_column(frame_features_column())],
-    spec=_frame_features_spec,
-    udfs=_frame_features_udfs,
-))
-
-
-def _scenarios_spec(opts: BackfillOptions) -> ModelSpec:
-    from udfs.scenarios import stage_spec
-
-    return stage_spec(opts.profile, opts.scenarios)
-
-
-def _scenarios_udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
-    from udfs.scenarios import stage_udfs
-
-    return stage_udfs(spec, opts.scenarios)
-
-
-register_stage(Stage(
-    name="scenarios",
-    columns=lambda: ["caption_embedding", "scenario_scores", "scenario", "prompt_variants"],
-    spec=_scenarios_spec,
-    udfs=_scenarios_udfs,
-))
-
-
-def _detections_stage(key: str) -> Stage:
-    """The stage filling ``detections_<key>`` on ``windows`` (a soccer-event detector family)."""
-    column = f"detections_{key}"
-
-    def spec(opts: BackfillOptions) -> ModelSpec:
-        from udfs.detections import detections_spec
-
-        return detections_spec(key, opts.profile, opts.model)
-
-    def udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
-        from udfs.detections import detections_udf
-
-        return [(column, detections_udf(key, spec, opts.model, opts.batch_size, opts.num_gpus))]
-
-    return Stage(name=column, columns=lambda: [column], spec=spec, udfs=udfs, table=WINDOWS)
-
-
-for _key in ("llava", "qwen"):
-    register_stage(_detections_stage(_key))
-
-
 def stage_for(column: str) -> Stage:
     """The stage that owns ``column`` (its stage name or one of its column names)."""
-    for stage in STAGES.values():
-        if column == stage.name or column in stage.columns():
-            return stage
-    known = sorted({c for s in STAGES.values() for c in [s.name, *s.columns()]})
-    raise BackfillError(f"unknown column {column!r}: backfillable columns are {', '.join(known)}")
+    try:
+        return stage_for_column(column)
+    except NotFoundError as err:
+        raise BackfillError(str(err)) from None
 
 
 def _check_compatible(table: Any, column: str, spec: ModelSpec, replace: bool) -> bool:
@@ -223,14 +112,15 @@ def _check_compatible(table: Any, column: str, spec: ModelSpec, replace: bool) -
     )
 
 
-def ensure_columns(table: Any, stage: Stage, opts: BackfillOptions, spec: ModelSpec) -> dict[str, bool]:
-    """Register the stage's UDF columns on ``table`` (idempotent; --replace swaps models).
+def ensure_columns(table: Any, pairs: list[tuple[str, Any]], opts: BackfillOptions, spec: ModelSpec) -> dict[str, bool]:
+    """Register a stage's UDF columns (``(column, UDF)`` pairs) on ``table`` (idempotent; --replace
+    swaps models).
 
     Returns, per column, whether its UDF version is new (a new column, or stored values that
     were computed by another version and will be recomputed).
     """
     changed: dict[str, bool] = {}
-    for col, fn in stage.udfs(opts, spec):
+    for col, fn in pairs:
         fn.field_metadata = dict(fn.field_metadata or {}) | {UDF_VERSION_KEY: str(fn.version)}
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
@@ -290,9 +180,9 @@ def _check_cluster(cluster: str | ClusterSpec | None) -> ClusterSpec:
 
 def _session_manifest(target: ClusterSpec, stage_names: list[str] | None) -> Any:
     """The geneva manifest of a session on ``target`` running ``stage_names`` (every stage when ``None``)."""
-    from manifests.environments import ENVIRONMENTS, build_manifest, environment_for_stage
+    from manifests.environments import build_manifest, environment_for_stage, environments
 
-    envs = list(ENVIRONMENTS.values()) if stage_names is None else [environment_for_stage(s) for s in stage_names]
+    envs = list(environments().values()) if stage_names is None else [environment_for_stage(s) for s in stage_names]
     return build_manifest(envs, install=target.environment == "manifest")
 
 
@@ -304,13 +194,11 @@ def on_cluster(stages: list[Stage], target: ClusterSpec) -> list[Stage]:
     """
     if target.is_local:
         return stages
-    from manifests.environments import environment_for_stage
-
     manifest = _session_manifest(target, [s.name for s in stages])
     memory = target.memory_bytes()
 
     def placed(stage: Stage) -> Stage:
-        gpu = environment_for_stage(stage.name).gpu
+        gpu = stage.environment.gpu
 
         def udfs(opts: BackfillOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
             if gpu and opts.num_gpus is None:
@@ -321,7 +209,7 @@ def on_cluster(stages: list[Stage], target: ClusterSpec) -> list[Stage]:
                     # geneva checks a UDF's manifest against its KubeRay context; it cannot see the
                     # environment of a session on an existing Ray cluster, and would warn there.
                     fn.manifest = manifest
-                if gpu and memory is not None and col == stage.columns()[0]:
+                if gpu and memory is not None and col == stage.main_column():
                     fn.memory = memory
             return pairs
 
@@ -385,6 +273,26 @@ def joined_ray(address: str) -> Iterator[None]:
         ray.shutdown()
 
 
+@dataclass
+class StageRun:
+    """One stage of a command: its table, model, UDFs and which of its columns have a new version."""
+
+    stage: Stage
+    table: Any
+    spec: ModelSpec
+    pairs: list[tuple[str, Any]]
+    changed: dict[str, bool]
+
+    def main(self) -> tuple[str, Any]:
+        """The main column and its UDF (filled by the stage's one geneva job)."""
+        return self.pairs[0]
+
+    def derived(self) -> list[tuple[str, Any]]:
+        """The derived columns and their UDFs, in fill order (computed in this process)."""
+        flags = {c.name: c.derived for c in self.stage.columns()}
+        return [(col, fn) for col, fn in self.pairs[1:] if flags.get(col, True)]
+
+
 def run_backfill(
     conn: Any,
     columns: list[str],
@@ -392,10 +300,13 @@ def run_backfill(
     log: Callable[[str], None] = print,
     cluster: str | ClusterSpec | None = None,
 ) -> list[ColumnReport]:
-    """Fill ``columns`` (in one Ray session); returns one report per column.
+    """Fill the stages of ``columns``; returns one report per column, in stage and column order.
 
     Everything is checked before anything is registered: the cluster, the stages, their
-    tables, the ``where`` filter and every stage's model spec.
+    tables, the ``where`` filter and every stage's model spec. Each stage's main column is filled
+    by one geneva job; its derived columns are computed from the main column in this process right
+    after (no job of their own). The jobs of independent stages run at the same time in one Ray
+    session, which is started only when some stage has rows to compute.
     """
     resolve_profile(opts.profile)  # validates the setting
     target = _check_cluster(cluster)
@@ -414,17 +325,36 @@ def run_backfill(
     for name in tables:
         for job in mark_abandoned(conn, name):
             log(f"job {job.job_id} ({job.column}) was abandoned by its driver ({job.driver}): marked FAILED")
-    changed: dict[str, bool] = {}
+    runs: list[StageRun] = []
     for stage, spec in zip(stages, specs, strict=True):
         log(f"model: {spec.label()}")
-        changed |= ensure_columns(tables[stage.table], stage, opts, spec)
-    reports: list[ColumnReport] = []
-    with ray_session(conn, target, [s.name for s in stages]):
-        for stage, spec in zip(stages, specs, strict=True):
-            for col in stage.columns():
-                reports.append(_backfill_one(tables[stage.table], col, spec, opts, changed.get(col, True), log=log,
-                                             conn=conn))
-    return reports
+        pairs = stage.udfs(opts, spec)
+        table = open_stage_table(conn, stage)  # a handle per stage: stages may run in parallel threads
+        changed = ensure_columns(table, pairs, opts, spec)
+        runs.append(StageRun(stage, table, spec, pairs, changed))
+    plans = {id(run): _plan(run.table, run.main()[0], opts, run.changed.get(run.main()[0], True)) for run in runs}
+    jobs = [run for run in runs if plans[id(run)].needs_job]
+    reports: dict[int, list[ColumnReport]] = {}
+
+    def fill(run: StageRun) -> list[ColumnReport]:
+        col = run.main()[0]
+        first = _backfill_one(run.table, col, run.spec, opts, plans[id(run)], log=log, conn=conn)
+        return [first, *_fill_derived(run, opts, log)]
+
+    for run in runs:
+        if run not in jobs:
+            reports[id(run)] = fill(run)
+    if jobs:
+        with ray_session(conn, target, [run.stage.name for run in jobs]):
+            if len(jobs) == 1:
+                reports[id(jobs[0])] = fill(jobs[0])
+            else:
+                log(f"starting {len(jobs)} jobs at once: {', '.join(run.main()[0] for run in jobs)}")
+                with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="vw-stage") as pool:
+                    futures = {id(run): pool.submit(fill, run) for run in jobs}
+                    for key, future in futures.items():
+                        reports[key] = future.result()
+    return [r for run in runs for r in reports[id(run)]]
 
 
 def open_stage_table(conn: Any, stage: Stage) -> Any:
@@ -492,17 +422,95 @@ def _first_line(err: BaseException) -> str:
     return text[-1][:300] if text else type(err).__name__
 
 
-def _backfill_one(
-    table: Any, col: str, spec: ModelSpec, opts: BackfillOptions, new_version: bool,
-    log: Callable[[str], None], conn: Any = None,
-) -> ColumnReport:
+@dataclass
+class _Plan:
+    """What a column's backfill has to do in its scope (counted before any job starts)."""
+
+    scope: str | None
+    rows: int
+    filled_before: int
+    failed_before: int
+    recompute: int
+
+    @property
+    def needs_job(self) -> bool:
+        """Whether some row must be computed (new rows, retried failures or a new UDF version)."""
+        return bool(self.recompute) or self.filled_before + self.failed_before < self.rows
+
+
+def _plan(table: Any, col: str, opts: BackfillOptions, new_version: bool) -> _Plan:
     table.checkout_latest()
     scope = f"({opts.where})" if opts.where else None
     rows = _count(table, scope)
     filled_before = _filled(table, col, scope, rows)
     recompute = filled_before if new_version else 0
     failed_before = 0 if new_version or opts.retry_failed else _failed_in_scope(table, col, scope)
-    if filled_before + failed_before == rows and not recompute:
+    return _Plan(scope, rows, filled_before, failed_before, recompute)
+
+
+def _fill_derived(run: StageRun, opts: BackfillOptions, log: Callable[[str], None]) -> list[ColumnReport]:
+    """Compute the stage's derived columns from its main column in this process, one column after the
+    other, each written with one merge on the table's key (no geneva job: they cost milliseconds per
+    row, a job seconds).
+
+    A derived column is computed for the rows in scope whose source is filled and whose own value is
+    missing, or for every such row when its UDF version (or the main column's) is new. Rows whose
+    main column failed stay NULL in the derived columns too.
+    """
+    table, main = run.table, run.main()[0]
+    key = key_column(run.stage.table)
+    main_new = run.changed.get(main, True)
+    out = []
+    for col, fn in run.derived():
+        table.checkout_latest()
+        scope = f"({opts.where})" if opts.where else None
+        rows = _count(table, scope)
+        filled_before = _filled(table, col, scope, rows)
+        new = run.changed.get(col, True) or main_new
+        source = f"NOT ({missing_filter(table, main)})"
+        todo = " AND ".join(filter(None, [scope, source, None if new else f"({missing_filter(table, col)})"]))
+        start = time.monotonic()
+        inputs = list(fn.input_columns or [])
+        reader = table.to_lance().scanner(columns=[key, *inputs], filter=todo, batch_size=4096).to_reader()
+        keys, values = [], []
+        for batch in reader:
+            if batch.num_rows:
+                keys.append(batch.column(key))
+                values.append(fn.func(*[batch.column(c) for c in inputs]))
+        computed = sum(len(k) for k in keys)
+        if computed:
+            import pyarrow as pa
+
+            update = pa.table({key: pa.concat_arrays(keys), col: pa.concat_arrays(values)})
+            _merge(table, key, update)
+        seconds = time.monotonic() - start
+        filled_after = _filled(table, col, scope, rows)
+        log(f"backfill {col}: {computed} rows computed from {main} in this process ({seconds:.1f}s)")
+        out.append(ColumnReport(column=col, model=run.spec.label(), rows=rows, filled_before=filled_before,
+                                filled_after=filled_after, failed=0, seconds=seconds,
+                                recomputed=filled_before if new else 0))
+    return out
+
+
+def _merge(table: Any, key: str, update: Any) -> None:
+    """Write ``update``'s columns into the rows of ``table`` with the same ``key`` (one commit)."""
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            table.merge_insert(key).when_matched_update_all().execute(update)
+            return
+        except Exception as err:  # a concurrent commit (another stage's job) got there first
+            if attempt == COMMIT_ATTEMPTS or not is_commit_conflict(err):
+                raise
+            table.checkout_latest()
+
+
+def _backfill_one(
+    table: Any, col: str, spec: ModelSpec, opts: BackfillOptions, plan: _Plan,
+    log: Callable[[str], None], conn: Any = None,
+) -> ColumnReport:
+    rows, filled_before, failed_before, recompute, scope = (plan.rows, plan.filled_before, plan.failed_before,
+                                                            plan.recompute, plan.scope)
+    if not plan.needs_job:
         # Every row is computed by this version or failed before (retried only on request):
         # no job to start (each costs several seconds).
         note = f", {failed_before} failed before (--retry-failed retries them)" if failed_before else ""

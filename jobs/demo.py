@@ -18,12 +18,14 @@ from jobs.progress import line_progress
 from jobs.samples import sample_videos
 from tables.connection import open_videos
 from tables.ingest import ingest
+from udfs import frame_features, video_embedding
 from udfs.errors import VwError
-from udfs.models import frame_features_spec, vjepa2_spec
+from udfs.frame_features import frame_features_spec
 from udfs.redact import redact
+from udfs.video_embedding import vjepa2_spec
 
 DEMO_PROFILES = "frame_features=offline,tiny"
-DEMO_COLUMNS = ["video_embedding", "frame_features"]
+DEMO_COLUMNS = [video_embedding.NAME, frame_features.NAME]
 
 
 def run_demo(conn: Any, profile: str, videos_dir: Path) -> int:

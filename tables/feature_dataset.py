@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 
 from tables.filters import combine, literal
-from tables.names import VIDEOS, frame_features_column, times_column
+from tables.names import VIDEOS
 from tables.sharding import ShardedSampler
 from tables.snapshot import pin_table
 from udfs.errors import VwError
+from udfs.frame_features import frame_features_column, times_column
 
 _SCAN_BATCH = 8192
 

@@ -32,6 +32,7 @@ from tables.names import VIDEOS
 from tables.vector_columns import VectorColumn, describe_column
 from udfs.arrays import steps_from_arrow
 from udfs.errors import VwError
+from udfs.frame_features import NAME as FRAME_FEATURES
 
 DEFAULT_FRAMES_TABLE = "frames"
 IDENTITY_KEYS = ("vw.name", "vw.profile", "vw.fps")
@@ -45,7 +46,7 @@ class FramesError(VwError, RuntimeError):
 
 def frames_table_name(column: str) -> str:
     """``frames`` for the default ``frame_features`` column, ``frames_<column>`` otherwise."""
-    return DEFAULT_FRAMES_TABLE if column == "frame_features" else f"{DEFAULT_FRAMES_TABLE}_{column}"
+    return DEFAULT_FRAMES_TABLE if column == FRAME_FEATURES else f"{DEFAULT_FRAMES_TABLE}_{column}"
 
 
 def frames_schema(dim: int, metadata: dict[str, str]) -> pa.Schema:
@@ -145,7 +146,7 @@ def _existing(table: Any) -> dict[str, str]:
     return out
 
 
-def refresh_frames(conn: Any, column: str = "frame_features", *, source_table: str = VIDEOS,
+def refresh_frames(conn: Any, column: str = FRAME_FEATURES, *, source_table: str = VIDEOS,
                    progress: Callable[[int, int], None] | None = None) -> FramesReport:
     """Build or incrementally refresh the frames table of ``column`` (see the module documentation)."""
     start = time.monotonic()
@@ -221,7 +222,7 @@ def _set_metadata(table: Any, meta: dict[str, str]) -> None:
     table.to_lance().replace_schema_metadata(meta)
 
 
-def frames_state(conn: Any, column: str = "frame_features", source_table: str = VIDEOS) -> dict[str, Any] | None:
+def frames_state(conn: Any, column: str = FRAME_FEATURES, source_table: str = VIDEOS) -> dict[str, Any] | None:
     """``{"table", "frames", "source_version", "stale"}`` of the frames table of ``column`` (None when absent)."""
     name = frames_table_name(column)
     if name not in set(all_table_names(conn)):

@@ -43,13 +43,14 @@ from tables.catalog import all_table_names, cached_dataset, open_cached
 from tables.choices import MOMENT_CANDIDATES, MomentCandidates
 from tables.filters import count_matching, in_list, sql_quote
 from tables.frames import frames_state, frames_table_name
-from tables.names import VIDEOS, frame_features_column
+from tables.names import VIDEOS
 from tables.pooling import l2_normalise
 from tables.search import SearchError, connection
 from tables.search_result import SearchResult, attach_columns, ranked_table
 from tables.vector_columns import VectorColumn, describe_column
 from tables.vector_search import EXACT_BUDGET, SearchParams, ann, scan, search_params, vector_index
 from udfs.arrays import steps_from_arrow
+from udfs.frame_features import frame_features_column
 
 DEFAULT_GAP_S = 3.0
 PREFILTER_MAX_VIDEOS = 5000

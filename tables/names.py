@@ -1,30 +1,29 @@
 """Table and column names used across the warehouse (stable once chosen).
 
-The computed columns' names are defined beside the stages in :mod:`udfs.columns` (UDF modules
-must not import ``tables``) and re-exported here, so readers find every name in one module.
+The computed columns' names are defined by their stages (:mod:`udfs.video_embedding`,
+:mod:`udfs.frame_features`, ...): a stage's module is the one place that names it.
 """
 
 from __future__ import annotations
 
-from udfs.columns import (  # noqa: F401 - re-exported: the column names of the stages
-    DEFAULT_FRAME_FEATURES_COL,
-    DEFAULT_VIDEO_EMBEDDING_COL,
-    FRAME_FEATURES_ENV,
-    POOLED_SUFFIX,
-    TIMES_SUFFIX,
-    VIDEO_EMBEDDING_ENV,
-    frame_features_column,
-    pooled_column,
-    times_column,
-    video_embedding_column,
-)
+from udfs.errors import NotFoundError
 
 VIDEOS = "videos"
 WINDOWS = "windows"
 EVENTS = "events"
+
+#: The key column of each table stages fill (unique per row).
+TABLE_KEYS = {VIDEOS: "video_id", WINDOWS: "window_id"}
 
 #: Model name of ground-truth annotations in ``events``.
 GROUND_TRUTH = "ground_truth"
 
 DEFAULT_DB = "./warehouse"
 DB_ENV = "VW_DB"
+
+
+def key_column(table: str) -> str:
+    """The key column of ``table`` (``video_id`` for videos, ``window_id`` for windows)."""
+    if table not in TABLE_KEYS:
+        raise NotFoundError(f"table {table!r} has no key column known to the warehouse ({', '.join(TABLE_KEYS)})")
+    return TABLE_KEYS[table]

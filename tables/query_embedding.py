@@ -1,8 +1,9 @@
 """Embed a search query (a video file, an image, a text) exactly as a stored column was computed.
 
 The column's field metadata says how it was made (``vw.stage``, ``vw.profile``, ``vw.name`` and
-the sampling settings ``vw.num_frames`` / ``vw.fps``); the query runs through the same UDF code
-with those settings, so a stored video and the same file given as a query get the same vectors.
+the sampling settings ``vw.num_frames`` / ``vw.fps``); the query runs through the query embedder
+of that stage's declaration (:attr:`udfs.stage.Stage.query`), the same UDF code with those settings,
+so a stored video and the same file given as a query get the same vectors.
 When the column's model cannot be loaded here (no weights for the ``full`` profile, a missing
 package for ``offline``), the query is refused with the reason; nothing is replaced by another
 model.
@@ -11,13 +12,12 @@ model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
 
 from tables.vector_columns import VectorColumn
-from udfs.errors import VwError
+from udfs.errors import NotFoundError, VwError
 
 
 class QueryEmbeddingError(VwError, RuntimeError):
@@ -58,43 +58,41 @@ def _check_dim(column: VectorColumn, vectors: np.ndarray, what: str) -> np.ndarr
     return vectors.astype(np.float32)
 
 
-def embed_video(column: VectorColumn, uri: str, device: str | None = None) -> np.ndarray:
-    """Per-step vectors ``[T, D]`` of the video at ``uri`` for a per-step column (V-JEPA 2 or frames)."""
+Kind = Literal["video", "image", "text"]
+_KIND_NEEDS = {"video": "a per-step or per-frame video column", "image": "a per-frame features column",
+               "text": "a text-embedding column"}
+
+
+def _embed(column: VectorColumn, kind: Kind, query: Any, what: str, device: str | None) -> Any:
+    """Run the query embedder of the stage that computed ``column`` on ``query``."""
     from udfs.decode import VideoDecodeError
+    from udfs.stages import registry
 
     meta = _require(column)
-    stage = meta["vw.stage"]
-    what = f"the video {uri!r}"
+    stage = registry().get(meta["vw.stage"])
+    embedder = None if stage is None else stage.query
+    refused = QueryEmbeddingError(
+        f"column {column.name!r} comes from stage {meta['vw.stage']!r}, which does not embed a {kind} query "
+        f"({_KIND_NEEDS[kind]} does); query it by video_id or by vector"
+    )
+    if embedder is None:
+        raise refused
     try:
-        if stage == "video_embedding":
-            from udfs.arrays import steps_from_arrow
-            from udfs.video_embedding import VideoEmbedding
-
-            if "vw.num_frames" not in meta:
-                raise QueryEmbeddingError(f"column {column.name!r} does not record vw.num_frames")
-            udf = VideoEmbedding(meta["vw.profile"], meta["vw.name"], int(meta["vw.num_frames"]),
-                                 batch_size=1, device=device or "cpu", decode_threads=1)
-            none = pa.array([None], pa.float64())
-            out = udf(pa.array([uri]), pa.array([uri]), none, none)
-            steps = steps_from_arrow(out)[0]
-        elif stage == "frame_features":
-            from udfs.frame_features import FrameFeatures
-
-            if "vw.fps" not in meta:
-                raise QueryEmbeddingError(f"column {column.name!r} does not record vw.fps")
-            steps = FrameFeatures(meta["vw.profile"], meta["vw.name"], float(meta["vw.fps"]),
-                                  device=device or "cpu", decode_threads=1).features(uri)
-        else:
-            raise QueryEmbeddingError(
-                f"column {column.name!r} comes from stage {stage!r}, which does not embed videos; "
-                "query it by video_id or by vector"
-            )
+        return getattr(embedder, kind)(meta, query, device or "cpu")
+    except NotImplementedError:
+        raise refused from None
+    except NotFoundError as err:  # a setting the column's metadata does not record
+        raise QueryEmbeddingError(f"column {column.name!r}: {err}") from err
     except VideoDecodeError as err:
-        raise QueryEmbeddingError(f"cannot decode the query video {uri!r}: {err}") from err
-    except _load_errors() as err:
+        raise QueryEmbeddingError(f"cannot decode {what}: {err}") from err
+    except (*_load_errors(), ValueError) as err:  # ValueError: e.g. a profile without a model for the stage
         raise _model_error(column, what, err) from err
-    except ValueError as err:  # e.g. a profile that has no model for this stage
-        raise _model_error(column, what, err) from err
+
+
+def embed_video(column: VectorColumn, uri: str, device: str | None = None) -> np.ndarray:
+    """Per-step vectors ``[T, D]`` of the video at ``uri`` for a per-step column (clip or frame vectors)."""
+    what = f"the query video {uri!r}"
+    steps = _embed(column, "video", uri, what, device)
     if steps is None:
         raise QueryEmbeddingError(f"the query video {uri!r} gave no vectors for column {column.name!r}")
     return _check_dim(column, np.asarray(steps), what)
@@ -126,31 +124,16 @@ def read_image(path: str | Path) -> Any:
 
 def embed_image(column: VectorColumn, path: str | Path, device: str | None = None) -> np.ndarray:
     """The ``[D]`` vector of an image file for a per-frame column (the column's frame encoder)."""
-    meta = _require(column)
-    if meta["vw.stage"] != "frame_features":
-        raise QueryEmbeddingError(
-            f"column {column.name!r} comes from stage {meta['vw.stage']!r}: an image query needs a per-frame "
-            "features column (frame_features)"
-        )
+    _require(column)
     frames = read_image(path)
-    try:
-        from udfs.frame_models import FrameEncoder
-
-        vectors = FrameEncoder(meta["vw.profile"], meta["vw.name"], device or "cpu").encode(frames[None])
-    except (*_load_errors(), ValueError) as err:
-        raise _model_error(column, f"the image {str(path)!r}", err) from err
-    return _check_dim(column, np.asarray(vectors), f"the image {str(path)!r}")[0]
+    what = f"the image {str(path)!r}"
+    return _check_dim(column, np.asarray(_embed(column, "image", frames[None], what, device))[None], what)[0]
 
 
 def embed_text(column: VectorColumn, text: str, device: str | None = None) -> np.ndarray:
     """The ``[D]`` vector of ``text`` for a text-embedding column (``caption_embedding``)."""
-    meta = _require(column)
+    _require(column)
     if not text or not text.strip():
         raise QueryEmbeddingError("the text query is empty")
-    try:
-        from udfs.text_embedding import TextEncoder
-
-        vectors = TextEncoder(meta["vw.profile"], meta["vw.name"], device or "cpu").encode([text.strip()])
-    except (*_load_errors(), ValueError) as err:
-        raise _model_error(column, f"the text {text!r}", err) from err
-    return _check_dim(column, np.asarray(vectors), f"the text {text!r}")[0]
+    what = f"the text {text!r}"
+    return _check_dim(column, np.asarray(_embed(column, "text", text.strip(), what, device))[None], what)[0]

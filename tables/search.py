@@ -62,7 +62,7 @@ import pyarrow as pa
 from tables.catalog import cached_dataset, open_cached
 from tables.choices import SEARCH_CANDIDATES, SearchCandidates, TextMode
 from tables.filters import combine, count_matching, in_list, sql_quote
-from tables.names import VIDEOS, video_embedding_column
+from tables.names import VIDEOS
 from tables.pooling import Pooling, l2_normalise, maxsim, parse_pooling
 from tables.search_result import SearchResult, attach_columns, ranked_table
 from tables.vector_columns import VectorColumn, describe_column
@@ -78,6 +78,7 @@ from tables.vector_search import (
 )
 from udfs.arrays import steps_from_arrow
 from udfs.errors import VwError
+from udfs.video_embedding import video_embedding_column
 
 KEY = "video_id"
 CANDIDATES = SEARCH_CANDIDATES

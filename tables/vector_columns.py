@@ -12,8 +12,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from tables.names import pooled_column, times_column
 from udfs.errors import VwError
+from udfs.frame_features import times_column
+from udfs.video_embedding import pooled_column
 
 
 class ColumnError(VwError, ValueError):

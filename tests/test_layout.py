@@ -158,3 +158,34 @@ def test_building_the_command_line_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def _docstring_nodes(tree: object) -> set[int]:
+    import ast
+
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def test_no_stage_name_is_spelled_outside_its_own_module() -> None:
+    """A stage is declared once: its name appears as a string only in the module that declares it."""
+    import ast
+    import sys
+
+    from udfs.stages import registry
+
+    homes = {name: sys.modules[stage.spec.__module__].__file__ for name, stage in registry().items()}
+    found = []
+    for path in sorted(p for pkg in LAYERS for p in (ROOT / pkg).rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        docs = _docstring_nodes(tree)
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in homes
+                    and id(node) not in docs and Path(homes[node.value]).resolve() != path.resolve()):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert found == []

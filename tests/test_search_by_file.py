@@ -19,9 +19,8 @@ from tables.moments import find_moments
 from tables.query_embedding import QueryEmbeddingError
 from tables.search import search
 from udfs.arrays import lists_to_arrow, steps_from_arrow, steps_to_arrow
-from udfs.frame_features import FrameFeatures, column_metadata, frame_times
-from udfs.models import frame_features_spec, vjepa2_spec
-from udfs.video_embedding import VideoEmbedding, pool_steps
+from udfs.frame_features import FrameFeatures, column_metadata, frame_features_spec, frame_times
+from udfs.video_embedding import VideoEmbedding, pool_steps, vjepa2_spec
 
 NUM_FRAMES = 8
 

@@ -28,7 +28,7 @@ def conn(tmp_path_factory: pytest.TempPathFactory):
     ids = list(CAPTIONS)
     texts = [CAPTIONS[i] for i in ids]
     vectors = TextEncoder("offline", device="cpu").encode(texts)
-    spec = text_spec("offline")
+    spec = text_spec("offline", stage="scenarios")
     meta = spec.field_metadata() | {"vw.pooling": "mean-l2", "vw.source": "caption"}
     field = pa.field("caption_embedding", pa.list_(pa.float32(), spec.dim),
                      metadata={k.encode(): v.encode() for k, v in meta.items()})

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from udfs.decode import VideoDecodeError
-from udfs.models import ModelUnavailableError, load_vjepa2, vjepa2_spec
+from udfs.models import ModelUnavailableError, load_vjepa2
 from udfs.video_embedding import (
     PooledEmbedding,
     VideoEmbedding,
@@ -21,6 +21,7 @@ from udfs.video_embedding import (
     pool_steps,
     steps_from_arrow,
     steps_to_arrow,
+    vjepa2_spec,
 )
 
 

@@ -51,9 +51,10 @@ from udfs.arrays import optional_float
 from udfs.batching import OutcomeCache, default_device, run_adaptive
 from udfs.decode import SamplingPlan, decode, plan_times, probe
 from udfs.detection_parser import ParsedAnswer, parse_answer
-from udfs.detector_models import DetectorSettings, detector_spec, family, stage_name
+from udfs.detector_models import FAMILIES, DetectorSettings, detector_spec, family, stage_name
 from udfs.errors import SettingError, VwError
 from udfs.models import ModelSpec, resolve_profile
+from udfs.stage import Stage, StageColumn, StageEnvironment, StageOptions
 from udfs.video_detector import VideoDetector, fit_within
 
 #: Bump when the computation changes in a way that invalidates stored values.
@@ -397,3 +398,37 @@ def detections_udf(key: str, spec: ModelSpec, model: str | None = None, batch_si
         max_checkpoint_size=checkpoint_size or max(4 * batch_size, 8),
         on_error=skip_on_error(),
     )
+
+
+# ------------------------------------------------------------------------------------ the stages
+
+
+def _detector_stage(key: str) -> Stage:
+    """The stage filling ``detections_<key>`` on ``windows`` (one soccer-event detector family)."""
+    column = stage_name(key)
+
+    def spec(opts: StageOptions) -> ModelSpec:
+        return detections_spec(key, opts.profile, opts.model)
+
+    def udfs(opts: StageOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
+        return [(column, detections_udf(key, spec, opts.model, opts.batch_size, opts.num_gpus))]
+
+    def columns() -> tuple[StageColumn, ...]:
+        return (StageColumn(column, lambda spec: DETECTION_TYPE,
+                            description="the detector's answer per window: raw text and parsed event"),)
+
+    return Stage(
+        name=column,
+        table="windows",
+        description=f"{family(key).default_model} soccer-event answers per analysis window",
+        columns=columns,
+        spec=spec,
+        udfs=udfs,
+        environment=StageEnvironment(
+            "detectors", ("accelerate", "bitsandbytes"), gpu=True,
+            description="LLaVA-NeXT-Video / Qwen2.5-VL soccer event detectors (bf16 or 4-bit)",
+        ),
+    )
+
+
+STAGES = [_detector_stage(key) for key in FAMILIES]

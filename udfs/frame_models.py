@@ -28,11 +28,14 @@ from udfs.batching import default_device, run_adaptive
 from udfs.errors import VwError
 from udfs.models import (
     FRAME_MODEL_ENV,
+    OFFLINE_FRAME_DIM,
     TINY_SEED,
     ModelSpec,
     cached_model,
-    frame_features_spec,
+    frame_model_name,
     from_pretrained,
+    load_config,
+    resolve_profile,
     tiny_dinov2_config,
 )
 from udfs.preprocess import ImageTransform, apply_transform
@@ -40,6 +43,24 @@ from udfs.preprocess import ImageTransform, apply_transform
 DINOV2_TRANSFORM = ImageTransform(resize=256, crop=224, interpolation="bicubic")
 EFFICIENTNET_TRANSFORM = ImageTransform(resize=256, crop=224, interpolation="bilinear")
 TINY_TRANSFORM = ImageTransform(resize=64, crop=56, interpolation="bilinear")
+
+
+#: ``vw.stage`` of a frame-model spec made outside a stage (the stage that uses a model names itself).
+NO_STAGE = "frames"
+
+
+def frame_model_spec(profile: str | None = None, model: str | None = None, stage: str | None = None) -> ModelSpec:
+    """The spec of the frame model of ``profile`` without loading weights (reads only the config);
+    ``stage`` is the stage that runs it (its per-stage profile setting, and its ``vw.stage``)."""
+    profile = resolve_profile(profile, stage)
+    name = frame_model_name(profile, model)
+    if profile == "tiny":
+        dim = tiny_dinov2_config().hidden_size
+    elif profile == "offline":
+        dim = OFFLINE_FRAME_DIM
+    else:
+        dim = load_config(name, FRAME_MODEL_ENV).hidden_size
+    return ModelSpec(stage or NO_STAGE, profile, name, int(dim), profile == "tiny")
 
 
 class ModelLoadError(VwError, RuntimeError):
@@ -82,7 +103,7 @@ class FrameEncoder:
     """Batched per-frame features for one model profile (model loaded once per process)."""
 
     def __init__(self, profile: str | None = None, model: str | None = None, device: str | None = None) -> None:
-        self.spec = frame_features_spec(profile, model)
+        self.spec = frame_model_spec(profile, model)
         self.device = device or default_device()
         self._model: Any = None
         self._transform: ImageTransform | None = None

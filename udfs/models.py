@@ -99,9 +99,9 @@ def resolve_profile(profile: str | None, stage: str | None = None) -> str:
     return per_stage.get(stage, default) if stage else default
 
 
-def no_offline_model(stage: str, alternatives: str) -> ValueError:
+def no_offline_model(stage: str, alternatives: str) -> SettingError:
     """The error for a stage asked for the ``offline`` profile that it does not have."""
-    return ValueError(
+    return SettingError(
         f"stage {stage!r} has no 'offline' model (no real weights for it ship inside a PyPI "
         f"package); choose per stage, e.g. --models '{alternatives}'"
     )
@@ -152,19 +152,6 @@ def tiny_dinov2_config() -> Any:
     )
 
 
-def frame_features_spec(profile: str | None = None, model: str | None = None) -> ModelSpec:
-    """The spec of the frame-features stage without loading weights (reads only the config)."""
-    profile = resolve_profile(profile, "frame_features")
-    name = frame_model_name(profile, model)
-    if profile == "tiny":
-        dim = tiny_dinov2_config().hidden_size
-    elif profile == "offline":
-        dim = OFFLINE_FRAME_DIM
-    else:
-        dim = _load_config(name, FRAME_MODEL_ENV).hidden_size
-    return ModelSpec("frame_features", profile, name, int(dim), profile == "tiny")
-
-
 def cached_model(key: tuple[str, ...], build: Any) -> Any:
     """``build()`` once per process for ``key`` (thread-safe); the model cache of every stage."""
     with _LOCK:
@@ -173,26 +160,14 @@ def cached_model(key: tuple[str, ...], build: Any) -> Any:
         return _CACHE[key]
 
 
-def vjepa2_spec(profile: str | None = None, model: str | None = None) -> ModelSpec:
-    """The spec of the V-JEPA 2 stage without loading weights (reads only the config)."""
-    profile = resolve_profile(profile, "video_embedding")
-    if profile == "offline":
-        raise no_offline_model("video_embedding", "offline,video_embedding=tiny")
-    name = vjepa2_model_name(profile, model)
-    if profile == "tiny":
-        dim = tiny_vjepa2_config().hidden_size
-    else:
-        dim = _load_config(name, VJEPA_ENV).hidden_size
-    return ModelSpec("video_embedding", profile, name, int(dim), profile == "tiny")
-
-
 _CACHE: dict[tuple[str, str, str], Any] = {}
 _LOCK = threading.Lock()
 
 
 def load_vjepa2(profile: str | None = None, model: str | None = None, device: str = "cpu") -> Any:
-    """Load (once per process) the V-JEPA 2 encoder for ``profile`` on ``device``, in eval mode."""
-    profile = resolve_profile(profile, "video_embedding")
+    """Load (once per process) the V-JEPA 2 encoder for ``profile`` (a profile name, not a per-stage
+    setting) on ``device``, in eval mode."""
+    profile = resolve_profile(profile)
     name = vjepa2_model_name(profile, model)
     return cached_model(("vjepa2", name, device), lambda: _build_vjepa2(profile, name).to(device).eval())
 
@@ -237,7 +212,7 @@ def from_pretrained(cls: Any, name: str, env: str) -> Any:
         raise _unavailable(name, err, env) from err
 
 
-def _load_config(name: str, env: str) -> Any:
+def load_config(name: str, env: str) -> Any:
     from transformers import AutoConfig
 
     return from_pretrained(AutoConfig, name, env)

