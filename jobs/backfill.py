@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from jobs.job_drivers import mark_abandoned, record_driver
+from jobs.job_drivers import ensure_drivers_table, mark_abandoned, record_driver
 from manifests.clusters import ClusterSpec
 from tables.column_state import UDF_VERSION_KEY, failed_rows, field_spec, missing_filter, recent_errors
 from tables.connection import open_videos, table_exists
@@ -345,6 +345,7 @@ def run_backfill(
         if run not in jobs:
             reports[id(run)] = fill(run)
     if jobs:
+        ensure_drivers_table(conn)  # once, before stages record their jobs from parallel threads
         with ray_session(conn, target, [run.stage.name for run in jobs]):
             if len(jobs) == 1:
                 reports[id(jobs[0])] = fill(jobs[0])

@@ -131,9 +131,24 @@ def _drivers_table(conn: Any, create: bool) -> Any | None:
                 continue
         if not create:
             return None
-        # Two drivers may create it at once: the second one opens the first one's table.
-        return conn.create_table(DRIVERS_TABLE, schema=DRIVERS_SCHEMA, exist_ok=True)
+        # Two drivers (or two stages of one command) may create it at once: "already exists" means
+        # another one did, and the next attempt opens its table.
+        try:
+            return conn.create_table(DRIVERS_TABLE, schema=DRIVERS_SCHEMA, exist_ok=True)
+        except Exception as err:
+            if not _already_exists(err) or attempt == _OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(0.1 * (attempt + 1))
     return None
+
+
+def _already_exists(err: Exception) -> bool:
+    return "AlreadyExists" in type(err).__name__ or "already exists" in str(err).lower()
+
+
+def ensure_drivers_table(conn: Any) -> None:
+    """Create the drivers table unless it exists (race-free), before jobs start in parallel."""
+    _drivers_table(conn, create=True)
 
 
 def record_driver(conn: Any, job_id: str, table: str, column: str, driver: Driver | None = None) -> None:
