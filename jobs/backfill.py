@@ -14,7 +14,8 @@ same table marks it FAILED with the reason before it starts.
 Where Ray runs: ``--cluster NAME`` (a defined cluster), else the Ray named by ``RAY_ADDRESS``
 (Ray's own convention: a ``host:port`` GCS address of a Ray started with ``ray start --head``
 from the same environment; the command joins it as a driver, and its workers end when the
-command does, or is killed), else a local Ray started for the duration of the command.
+command does, or is killed), else the warm local Ray that successive commands share
+(:mod:`jobs.local_ray`; ``VW_LOCAL_RAY=per-command`` starts one for the duration of the command).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobs.job_drivers import ensure_drivers_table, mark_abandoned, record_driver
+from jobs.local_ray import local_ray_mode, using_head, worker_env_vars
 from manifests.clusters import ClusterSpec
 from tables.column_state import UDF_VERSION_KEY, failed_rows, field_spec, missing_filter, recent_errors
 from tables.connection import open_videos, table_exists
@@ -220,12 +222,15 @@ def on_cluster(stages: list[Stage], target: ClusterSpec) -> list[Stage]:
 
 @contextlib.contextmanager
 def ray_session(
-    conn: Any, cluster: str | ClusterSpec | None = None, stage_names: list[str] | None = None
+    conn: Any, cluster: str | ClusterSpec | None = None, stage_names: list[str] | None = None,
+    log: Callable[[str], None] = print,
 ) -> Iterator[None]:
     """One Ray session for every backfill of a command (local Ray unless a cluster is named).
 
     On a ``ray`` or ``kuberay`` cluster the workers run the manifest of ``stage_names``
-    (every stage environment when ``None``); manifests are never used on the local Ray.
+    (every stage environment when ``None``); manifests are never used on the local Ray. The
+    local Ray is the warm one shared by successive commands (:mod:`jobs.local_ray`) unless
+    ``VW_LOCAL_RAY=per-command``.
     """
     from geneva._context import get_current_context
 
@@ -245,8 +250,19 @@ def ray_session(
         with joined_ray(address), conn.local_ray_context():
             yield
         return
+    if local_ray_mode() == "warm":
+        with using_head(log) as head:
+            log(f"local Ray: the warm head at {head.address} (started "
+                f"{_ago(time.time() - head.started)} ago; `vw ray stop` ends it)")
+            with joined_ray(head.address), conn.local_ray_context():
+                yield
+        return
     with conn.local_ray_context():
         yield
+
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 @contextlib.contextmanager
@@ -266,7 +282,8 @@ def joined_ray(address: str) -> Iterator[None]:
             f"RAY_ADDRESS={address!r} is a Ray client address: define the cluster (type ray) in the "
             "clusters file and use --cluster NAME, or give the GCS address host:port of a local Ray"
         )
-    ray.init(address=address, log_to_driver=True, logging_level=logging.INFO)
+    ray.init(address=address, log_to_driver=True, logging_level=logging.INFO,
+             runtime_env={"env_vars": worker_env_vars()})
     try:
         yield
     finally:
@@ -346,7 +363,7 @@ def run_backfill(
             reports[id(run)] = fill(run)
     if jobs:
         ensure_drivers_table(conn)  # once, before stages record their jobs from parallel threads
-        with ray_session(conn, target, [run.stage.name for run in jobs]):
+        with ray_session(conn, target, [run.stage.name for run in jobs], log=log):
             if len(jobs) == 1:
                 reports[id(jobs[0])] = fill(jobs[0])
             else:

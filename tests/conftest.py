@@ -13,6 +13,9 @@ import pytest
 
 # gcsfs probes bucket types over gRPC first and waits 60 s per bucket against the emulator.
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+# `vw` subprocesses of the tests start their own Ray and end it (nothing outlives a test); the warm
+# local Ray shared between commands is tested on its own, in tests/test_local_ray.py.
+os.environ.setdefault("VW_LOCAL_RAY", "per-command")
 
 
 def _free_port() -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -20,27 +19,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from jobs.ray_processes import end_processes, marked_processes
+
 
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _processes() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process readable in /proc."""
-    out: dict[int, tuple[int, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        out[int(entry.name)] = (ppid, cmdline)
-    return out
 
 
 class RayHead:
@@ -85,32 +71,11 @@ class RayHead:
 
     def pids(self) -> list[int]:
         """Processes of this head: command line names its temp dir or GCS port, plus their descendants."""
-        procs = _processes()
-        marks = (str(self.temp_dir), f":{self.port} ", f"--port={self.client_port} ")
-        ours = {pid for pid, (_, cmd) in procs.items() if any(m in cmd for m in marks) and pid != os.getpid()}
-        grew = True
-        while grew:
-            children = {pid for pid, (ppid, _) in procs.items() if ppid in ours} - ours - {os.getpid()}
-            grew = bool(children)
-            ours |= children
-        return sorted(ours)
+        return marked_processes((str(self.temp_dir), f":{self.port} ", f"--port={self.client_port} "))
 
     def stop(self, grace: float = 10.0) -> None:
         """End this head's processes (SIGTERM, then SIGKILL after ``grace`` seconds) and remove its temp dir."""
-        pids = self.pids()
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-            time.sleep(0.2)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        end_processes(self.pids(), grace)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 

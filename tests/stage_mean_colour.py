@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import cloudpickle
+import geneva.cloudpickle
 import numpy as np
 import pyarrow as pa
 
@@ -24,8 +24,9 @@ from udfs.stage import Stage, StageColumn, StageEnvironment, StageOptions
 NAME = "mean_colour"
 FPS = 1.0
 
-# The UDFs are pickled with their code, so Ray workers that cannot import this test module run them.
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
+# The UDFs are pickled with their code (by geneva's own cloudpickle, which stores them in the table),
+# so Ray workers that cannot import this test module, such as an existing cluster's, run them.
+geneva.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def mean_colours(uri: str, start_s: float | None = None, end_s: float | None = None) -> np.ndarray:

@@ -19,6 +19,7 @@ from tests.videogen import make_cfr_video
 pytestmark = pytest.mark.integration
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture()
@@ -59,10 +60,16 @@ def test_backfill_on_existing_ray_cluster(tmp_path: Path, ray_head: RayHead) -> 
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f"{ray_head.address} accepts connections" in checked.stdout
 
-    run = _vw(["backfill", "video_embedding", "--models", "tiny", "--num-frames", "8", "--cluster", "lab",
-               "--clusters", str(clusters), "--db", db], {k: v for k, v in env.items() if k != "VW_CLUSTERS"})
+    # A built-in stage and a stage declared in a test module only (its UDF travels by value), as two
+    # jobs of one command at once.
+    run = _vw(["backfill", "video_embedding", "mean_colour", "--models", "tiny", "--num-frames", "8",
+               "--cluster", "lab", "--clusters", str(clusters), "--db", db],
+              {**{k: v for k, v in env.items() if k != "VW_CLUSTERS"}, "VW_STAGE_MODULES": "tests.stage_mean_colour",
+               "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "video_embedding: 2 computed, 2/2 filled, 0 failed" in run.stdout
+    assert "mean_colour: 2 computed, 2/2 filled, 0 failed" in run.stdout
+    assert "starting 2 jobs at once" in run.stdout
     # The job ran on the separate head: its workers logged there.
     logs = list((ray_head.temp_dir / "ray").glob("session_*/logs/worker-*.out"))
     assert logs, "no worker ran on the test Ray head"
@@ -71,6 +78,7 @@ def test_backfill_on_existing_ray_cluster(tmp_path: Path, ray_head: RayHead) -> 
 
     table = open_videos(connect(db), create=False)
     assert table.count_rows("video_embedding IS NULL OR video_embedding_pooled IS NULL") == 0
+    assert table.count_rows("mean_colour IS NULL OR mean_colour_times IS NULL") == 0
     assert table.count_rows() == 2
 
 

@@ -29,6 +29,7 @@ from udfs.errors import VwError
 from udfs.models import (
     FRAME_MODEL_ENV,
     OFFLINE_FRAME_DIM,
+    TINY_DINOV2,
     TINY_SEED,
     ModelSpec,
     cached_model,
@@ -55,7 +56,7 @@ def frame_model_spec(profile: str | None = None, model: str | None = None, stage
     profile = resolve_profile(profile, stage)
     name = frame_model_name(profile, model)
     if profile == "tiny":
-        dim = tiny_dinov2_config().hidden_size
+        dim = TINY_DINOV2["hidden_size"]
     elif profile == "offline":
         dim = OFFLINE_FRAME_DIM
     else:

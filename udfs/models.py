@@ -114,23 +114,25 @@ def vjepa2_model_name(profile: str, model: str | None = None) -> str:
     return model or os.environ.get(VJEPA_ENV) or DEFAULT_VJEPA_MODEL
 
 
+#: The ``tiny`` V-JEPA 2 config's settings (a spec reads its width without importing transformers).
+TINY_VJEPA2 = {
+    "crop_size": 64, "frames_per_clip": 16, "tubelet_size": 2, "patch_size": 16, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2.0, "pred_hidden_size": 32,
+    "pred_num_hidden_layers": 1, "pred_num_attention_heads": 2,
+}
+
+#: The ``tiny`` DINOv2 config's settings.
+TINY_DINOV2 = {
+    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_ratio": 2, "image_size": 56,
+    "patch_size": 14,
+}
+
+
 def tiny_vjepa2_config() -> Any:
     """A small V-JEPA 2 config (same model class, 64x64 crops, 2 layers, 32-d)."""
     from transformers import VJEPA2Config
 
-    return VJEPA2Config(
-        crop_size=64,
-        frames_per_clip=16,
-        tubelet_size=2,
-        patch_size=16,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        mlp_ratio=2.0,
-        pred_hidden_size=32,
-        pred_num_hidden_layers=1,
-        pred_num_attention_heads=2,
-    )
+    return VJEPA2Config(**TINY_VJEPA2)
 
 
 def frame_model_name(profile: str, model: str | None = None) -> str:
@@ -146,10 +148,7 @@ def tiny_dinov2_config() -> Any:
     """A small DINOv2 config (same model class, 56x56 crops of 14 px patches, 2 layers, 32-d)."""
     from transformers import Dinov2Config
 
-    return Dinov2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, mlp_ratio=2,
-        image_size=56, patch_size=14,
-    )
+    return Dinov2Config(**TINY_DINOV2)
 
 
 def cached_model(key: tuple[str, ...], build: Any) -> Any:

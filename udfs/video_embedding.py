@@ -39,13 +39,13 @@ from udfs.batching import OutcomeCache, default_device, run_adaptive
 from udfs.decode import SamplingPlan, decode
 from udfs.errors import NotFoundError, SettingError
 from udfs.models import (
+    TINY_VJEPA2,
     VJEPA_ENV,
     ModelSpec,
     load_config,
     load_vjepa2,
     no_offline_model,
     resolve_profile,
-    tiny_vjepa2_config,
     vjepa2_model_name,
 )
 from udfs.preprocess import ImageTransform, apply_transform
@@ -81,7 +81,7 @@ def vjepa2_spec(profile: str | None = None, model: str | None = None) -> ModelSp
         raise no_offline_model(NAME, f"offline,{NAME}=tiny")
     name = vjepa2_model_name(profile, model)
     if profile == "tiny":
-        dim = tiny_vjepa2_config().hidden_size
+        dim = TINY_VJEPA2["hidden_size"]
     else:
         dim = load_config(name, VJEPA_ENV).hidden_size
     return ModelSpec(NAME, profile, name, int(dim), profile == "tiny")

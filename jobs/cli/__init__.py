@@ -9,6 +9,7 @@ that exposes ``register(app)`` and never imports the root:
 ``status``      ``vw status``: rows, columns, errors, jobs and indexes per table
 ``demo``        ``vw demo``: sample clips through the video stages
 ``clusters``    ``vw clusters``: the cluster definitions backfills can run on
+``local_ray``   ``vw ray``: the warm local Ray successive commands share
 ``labels``      ``vw scenarios``, ``vw export-metadata``: scenario labels for training scripts
 ``ensemble``    ``vw ensemble``: the soccer detector-ensemble analysis
 ``events``      ``vw windows``, ``vw events``, ``vw import-predictions``
@@ -31,7 +32,8 @@ import typer
 from jobs.cli.common import VwGroup
 
 #: Command group modules, in the order their commands appear in ``vw --help``.
-GROUPS = ("ingest", "backfill", "status", "demo", "clusters", "labels", "ensemble", "events", "features", "read")
+GROUPS = ("ingest", "backfill", "status", "demo", "clusters", "local_ray", "labels", "ensemble", "events",
+          "features", "read")
 
 app = typer.Typer(
     cls=VwGroup,

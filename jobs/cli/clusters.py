@@ -26,7 +26,11 @@ ClustersOpt = Annotated[
 def describe(spec: ClusterSpec) -> str:
     """One line saying where ``spec`` runs and with which resources."""
     if spec.is_local:
-        return "local: embedded Ray started for each command"
+        from jobs.local_ray import local_ray_mode
+
+        if local_ray_mode() == "warm":
+            return "local: the warm local Ray on this machine, shared by successive commands (`vw ray status`)"
+        return "local: a Ray started inside each command (VW_LOCAL_RAY=per-command)"
     gpu = f"GPU stages: {spec.num_gpus:g} GPU" + (f", {spec.memory} per worker" if spec.memory else "")
     if spec.type == "ray":
         return f"ray: {spec.address}; environment {spec.environment}; {gpu}"

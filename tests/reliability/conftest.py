@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.ray_head import RayHead, _processes, running_head
+from jobs.ray_processes import processes as _processes
+from tests.ray_head import RayHead, running_head
 from tests.videogen import make_cfr_video
 from udfs.trace import read_trace
 

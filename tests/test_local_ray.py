@@ -1,0 +1,141 @@
+"""The warm local Ray (jobs/local_ray.py): settings, one head for commands started together, joined by
+a backfill, stopped when idle (after its last user) and by `vw ray stop`, leaving no process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs.local_ray import (
+    idle_seconds,
+    local_ray_mode,
+    read_head,
+    state_dir,
+    stop_head,
+    using_head,
+    worker_env_vars,
+)
+from jobs.ray_processes import end_processes, marked_processes
+from tests.videogen import make_cfr_video
+from udfs.errors import ChoiceError, SettingError
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VW_LOCAL_RAY")
+    assert local_ray_mode() == "warm"
+    monkeypatch.setenv("VW_LOCAL_RAY", "per-command")
+    assert local_ray_mode() == "per-command"
+    monkeypatch.setenv("VW_LOCAL_RAY", "sometimes")
+    with pytest.raises(ChoiceError, match="VW_LOCAL_RAY"):
+        local_ray_mode()
+    monkeypatch.delenv("VW_RAY_IDLE_S", raising=False)
+    assert idle_seconds() == 900
+    monkeypatch.setenv("VW_RAY_IDLE_S", "-3")
+    with pytest.raises(SettingError, match="VW_RAY_IDLE_S='-3'"):
+        idle_seconds()
+    monkeypatch.delenv("VW_RAY_DIR", raising=False)
+    assert state_dir().name.startswith(f"vw-ray-{os.getuid()}-")
+    monkeypatch.setenv("VW_RAY_DIR", "/tmp/elsewhere")
+    assert state_dir() == Path("/tmp/elsewhere")
+    monkeypatch.setenv("VW_PROFILE", "tiny")
+    monkeypatch.setenv("HOME_UNRELATED", "x")
+    assert worker_env_vars()["VW_PROFILE"] == "tiny" and "HOME_UNRELATED" not in worker_env_vars()
+
+
+def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+    return value
+
+
+@pytest.fixture()
+def warm(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The environment of `vw` commands that share a warm head kept in a folder of this test."""
+    folder = Path(tempfile.mkdtemp(prefix="vwr", dir="/tmp"))  # short: Ray's sockets live under it
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+           "VW_LOCAL_RAY": "warm", "VW_RAY_DIR": str(folder), "VW_RAY_IDLE_S": "6", "PYTHONPATH": str(ROOT)}
+    for key in ("VW_LOCAL_RAY", "VW_RAY_DIR", "VW_RAY_IDLE_S"):
+        monkeypatch.setenv(key, env[key])
+    yield env
+    head = read_head(folder)
+    stop_head(folder)
+    if head is not None:
+        end_processes(marked_processes(head.marks()))
+        assert not marked_processes(head.marks()), "the warm head left processes behind"
+
+
+def _vw(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "vw"), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.integration
+def test_commands_share_one_warm_head_until_it_idles(tmp_path: Path, warm: dict[str, str]) -> None:
+    folder = Path(warm["VW_RAY_DIR"])
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        make_cfr_video(videos / f"v{i}.mp4", num_frames=20 + i, fps=10, width=64, height=48, gop=10)
+    db = str(tmp_path / "db")
+    assert _vw(["ingest", str(videos), "--db", db], warm).returncode == 0
+
+    # Two commands that need a local Ray at the same moment: one starts the head, the other joins it.
+    starters = [subprocess.Popen([sys.executable, "-c", "from jobs.local_ray import ensure_head; "
+                                  "print(ensure_head(log=lambda m: None).address)"],
+                                 env=warm, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                for _ in range(2)]
+    outs = [p.communicate(timeout=240) for p in starters]
+    assert all(p.returncode == 0 for p in starters), outs
+    addresses = {out.strip() for out, _ in outs}
+    with using_head(log=lambda m: None) as head:  # this test uses it too, until the backfill has joined
+        assert addresses == {head.address}, (addresses, outs)
+        status = json.loads(_vw(["ray", "status", "--json"], warm).stdout)
+        assert status["running"] and status["address"] == head.address and os.getpid() in status["users"]
+        backfill = subprocess.Popen([str(BIN / "vw"), "backfill", "frame_features", "--models", "tiny", "--db", db],
+                                    env=warm, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert backfill.stdout is not None
+        lines: list[str] = []
+        while not any(line.startswith("local Ray:") for line in lines):
+            line = backfill.stdout.readline()
+            assert line, "".join(lines)[-3000:]
+            lines.append(line)
+        assert f"local Ray: the warm head at {head.address}" in lines[-1], lines[-1]
+    # The backfill's job runs for longer than the idle time: its own use keeps the head.
+    rest, _ = backfill.communicate(timeout=300)
+    out = "".join(lines) + rest
+    assert backfill.returncode == 0, out[-3000:]
+    assert "frame_features: 2 computed, 2/2 filled, 0 failed" in out
+    assert read_head(folder) == head, "the head was restarted"
+
+    # Idle for VW_RAY_IDLE_S with no command using it: the watcher stops it and every process of it.
+    _wait_for(lambda: read_head(folder) is None and not marked_processes(head.marks()), 120,
+              "the idle warm head to stop")
+    assert not head.alive()
+
+
+@pytest.mark.integration
+def test_vw_ray_start_and_stop(warm: dict[str, str]) -> None:
+    started = _vw(["ray", "start"], {**warm, "VW_RAY_IDLE_S": "600"})
+    assert started.returncode == 0, started.stderr
+    head = read_head(Path(warm["VW_RAY_DIR"]))
+    assert head is not None and head.alive() and head.idle_s == 600
+    assert f"warm local Ray at {head.address}" in started.stdout
+    stopped = _vw(["ray", "stop"], warm)
+    assert stopped.returncode == 0 and f"stopped the warm local Ray at {head.address}" in stopped.stdout
+    assert not marked_processes(head.marks()) and not head.alive()
+    assert read_head(Path(warm["VW_RAY_DIR"])) is None
+    assert "no warm local Ray" in _vw(["ray", "status"], warm).stdout
