@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from jobs.console import Display
 from jobs.job_drivers import ensure_drivers_table, mark_abandoned, record_driver
 from jobs.local_ray import local_ray_mode, using_head, worker_env_vars
 from manifests.clusters import ClusterSpec
@@ -316,6 +317,7 @@ def run_backfill(
     opts: BackfillOptions,
     log: Callable[[str], None] = print,
     cluster: str | ClusterSpec | None = None,
+    display: Display | None = None,
 ) -> list[ColumnReport]:
     """Fill the stages of ``columns``; returns one report per column, in stage and column order.
 
@@ -323,7 +325,8 @@ def run_backfill(
     tables, the ``where`` filter and every stage's model spec. Each stage's main column is filled
     by one geneva job; its derived columns are computed from the main column in this process right
     after (no job of their own). The jobs of independent stages run at the same time in one Ray
-    session, which is started only when some stage has rows to compute.
+    session, which is started only when some stage has rows to compute. ``display`` shows each job's
+    rows done while it runs (:mod:`jobs.console`); without it, geneva shows its own progress.
     """
     resolve_profile(opts.profile)  # validates the setting
     target = _check_cluster(cluster)
@@ -355,7 +358,7 @@ def run_backfill(
 
     def fill(run: StageRun) -> list[ColumnReport]:
         col = run.main()[0]
-        first = _backfill_one(run.table, col, run.spec, opts, plans[id(run)], log=log, conn=conn)
+        first = _backfill_one(run.table, col, run.spec, opts, plans[id(run)], log=log, conn=conn, display=display)
         return [first, *_fill_derived(run, opts, log)]
 
     for run in runs:
@@ -522,9 +525,48 @@ def _merge(table: Any, key: str, update: Any) -> None:
             table.checkout_latest()
 
 
+def _job_rows(job: Any) -> tuple[int, int, int] | None:
+    """(rows checkpointed, rows of the fragments read, rows failed) from geneva's job tracker, or
+    ``None`` while it cannot say. The fragments' rows include those the job's filter skips."""
+    import ray
+
+    tracker = getattr(job.future, "job_tracker", None)
+    if tracker is None:
+        return None
+    try:
+        snapshot = ray.get(tracker.get_all.remote(), timeout=1.0)
+    except Exception:  # noqa: BLE001 - a tracker not ready (or gone) only leaves the display as it is
+        return None
+    metric = snapshot.get("rows_checkpointed") or snapshot.get("rows_committed")
+    if not metric:
+        return None
+    failed = (snapshot.get("rows_skipped_on_error") or {}).get("n") or 0
+    return int(metric.get("n") or 0), int(metric.get("total") or 0), int(failed)
+
+
+def _run_watched(
+    table: Any, col: str, where: str | None, opts: BackfillOptions, job_id: str, todo: int, display: Display
+) -> Any:
+    """``table.backfill`` of ``col``, started asynchronously so that ``display`` shows its rows done."""
+    job = table.backfill_async(col, where=where, concurrency=opts.concurrency, job_id=job_id)
+    display.start(job_id, f"{table.name}.{col}", todo)
+    try:
+        while not job.done(timeout=2.0):
+            rows = _job_rows(job)
+            if rows is not None:
+                read, total, failed = rows
+                # Rows the filter skips are read at once: the rows still to read are the ones to compute.
+                display.update(job_id, max(0, todo - (total - read)), failed=failed)
+        result = job.result()
+        table.checkout_latest()
+        return result
+    finally:
+        display.finish(job_id)
+
+
 def _backfill_one(
     table: Any, col: str, spec: ModelSpec, opts: BackfillOptions, plan: _Plan,
-    log: Callable[[str], None], conn: Any = None,
+    log: Callable[[str], None], conn: Any = None, display: Display | None = None,
 ) -> ColumnReport:
     rows, filled_before, failed_before, recompute, scope = (plan.rows, plan.filled_before, plan.failed_before,
                                                             plan.recompute, plan.scope)
@@ -543,9 +585,11 @@ def _backfill_one(
         if conn is not None:
             record_driver(conn, job_id, table.name, col)
         try:
-            result = table.backfill(
-                col, where=_where_for(missing_filter(table, col), opts), concurrency=opts.concurrency, job_id=job_id
-            )
+            where = _where_for(missing_filter(table, col), opts)
+            if display is None:
+                result = table.backfill(col, where=where, concurrency=opts.concurrency, job_id=job_id)
+            else:
+                result = _run_watched(table, col, where, opts, job_id, rows - filled_before, display)
             break
         except Exception as err:
             if attempt == COMMIT_ATTEMPTS or not is_commit_conflict(err):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
-from jobs.cli.common import DbOpt, connect, echo_err
+from jobs.cli.common import DbOpt, VerboseOpt, command_console, connect, echo_err
 
 
 def print_reports(reports: list[Any]) -> None:
@@ -50,6 +54,8 @@ def backfill(
         str | None, typer.Option(help="Scenarios YAML of the `scenarios` stage (default $VW_SCENARIOS, then built-in).")
     ] = None,
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON summary of the columns filled.")] = False,
 ) -> None:
     """Fill computed columns through geneva (incremental, resumable) in one Ray session."""
     from jobs.backfill import BackfillOptions, run_backfill
@@ -61,11 +67,30 @@ def backfill(
         scenarios=scenarios, fps=fps,
     )
     target = get_cluster(cluster, clusters)
-    reports = run_backfill(connect(db), columns, opts, log=typer.echo, cluster=target)
-    print_reports(reports)
+    conn = connect(db)
+    with command_console(conn, "backfill", verbose, as_json) as display:
+        reports = run_backfill(conn, columns, opts, log=display.echo, cluster=target, display=display)
+    if as_json:
+        typer.echo(json.dumps([{**asdict(r), "computed": r.computed} for r in reports], indent=2, default=str))
+    else:
+        print_reports(reports)
+        if display.log_path is not None:
+            typer.echo(f"  log: {display.log_path}")
     raise typer.Exit(0 if all(r.failed == 0 for r in reports) else 1)
+
+
+class BackfillCommand(TyperCommand):
+    """``vw backfill``, whose help lists the registered stages (read only when help is asked for)."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from udfs.stages import registry
+
+        lines = [f"{name} ({stage.table}: {', '.join(c.name for c in stage.columns())}): {stage.description}"
+                 for name, stage in registry().items()]
+        self.epilog = "Stages:\n\n" + "\n\n".join(lines)
+        super().format_help(ctx, formatter)
 
 
 def register(app: typer.Typer) -> None:
     """Add ``vw backfill`` to ``app``."""
-    app.command()(backfill)
+    app.command(cls=BackfillCommand)(backfill)

@@ -8,6 +8,8 @@ Nothing heavy is imported here at module level, so building the command line sta
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import click
@@ -50,6 +52,24 @@ def connect(db: str | None) -> Any:
     except Exception as err:  # noqa: BLE001 - any storage error ends the command with its reason
         raise WarehouseUnavailableError(f"cannot open the warehouse at {conn.uri}: {lance_error_text(err)}") from None
     return conn
+
+
+VerboseOpt = Annotated[
+    bool,
+    typer.Option("--verbose", "-v", help="Let geneva, Ray and Lance print their own progress and logs here "
+                 "(else they go to the log file the summary names; also VW_LOG_LEVEL=debug)."),
+]
+
+
+@contextlib.contextmanager
+def command_console(conn: Any, command: str, verbose: bool = False, as_json: bool = False) -> Iterator[Any]:
+    """The block of a long command: the libraries' output goes to a log file (named by the display's
+    ``log_path``), and the yielded :class:`~jobs.console.Display` prints the command's messages and
+    progress; with ``as_json`` it prints nothing (the command prints its JSON after the block)."""
+    from jobs.console import log_path_for, quiet_console, verbose_requested
+
+    with quiet_console(log_path_for(str(conn.uri), command), verbose_requested(verbose), silent=as_json) as display:
+        yield display
 
 
 def progress(label: str) -> Progress:

@@ -1,0 +1,143 @@
+"""A command's fixed costs, side by side: an earlier release of the warehouse against this checkout.
+
+Runs, on the same machine in one go, ``vw backfill scenarios`` on 10 captioned clips and ``vw demo``
+(the README's first command) with
+
+* ``baseline``: the code at ``--baseline`` (default: the last commit before a stage became one geneva
+  job), checked out into a temporary git worktree and run with this environment's packages;
+* ``current``: this checkout, with a Ray started inside each command (``VW_LOCAL_RAY=per-command``);
+* ``current-warm``: this checkout joining a warm local Ray started beforehand (its start is timed
+  apart), as successive commands of a user do.
+
+Each run gets a fresh warehouse. Prints one JSON document: wall times, geneva jobs started (counted
+from their job ids in the output), ratios baseline / current, and the load average before and after.
+Usage: ``python -m bench.release_compare [--baseline REF] [--out FILE]`` (about 10 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: The last commit whose stages filled each derived column with a geneva job of its own, one job after another.
+BASELINE_REF = "5f324a2"
+
+CAPTIONS = [
+    "a car drives on a busy highway", "a train arrives at the station", "a man cooks pasta in a kitchen",
+    "a chef chops onions on a board", "a politician answers questions at a press conference",
+    "reporters listen to a briefing in a press room", "a band plays guitar on stage",
+    "a woman sings a song into a microphone", "a bus stops at a traffic light", "someone bakes a cake in an oven",
+]
+
+JOB_ID = re.compile(r"geneva \| job:\s*([0-9a-f]{32})")
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _clips(folder: Path, count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        "testsrc=size=128x96:rate=10:duration=2", "-vf", f"hue=h={i * 31}",
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", str(folder / f"video{i}.mp4")], check=True)
+
+
+def _msrvtt(path: Path) -> None:
+    videos = [{"category": 0, "url": "", "video_id": f"video{i}", "start time": 0.0, "end time": 2.0,
+               "split": "train", "id": i} for i in range(len(CAPTIONS))]
+    sentences = [{"caption": c, "video_id": f"video{i}", "sen_id": i} for i, c in enumerate(CAPTIONS)]
+    path.write_text(json.dumps({"info": {}, "videos": videos, "sentences": sentences}))
+
+
+def _vw(code: Path, args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str, int]:
+    """Run ``vw ARGS`` from the code at ``code``; (seconds, output without colour codes, exit status)."""
+    run_env = {**env, "PYTHONPATH": str(code)}
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", "import sys; from jobs.cli import main; sys.argv[0] = 'vw'; main()",
+                           *args], env=run_env, cwd=cwd, capture_output=True, text=True, timeout=1800)
+    seconds = time.monotonic() - start
+    return seconds, ANSI.sub("", done.stdout + done.stderr), done.returncode
+
+
+def _variant(name: str, code: Path, env: dict[str, str], work: Path, clips: Path, annotations: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {"code": str(code)}
+    db = work / f"{name}-scenarios.db"
+    _, text, rc = _vw(code, ["ingest", "--format", "msrvtt", str(annotations), "--videos-root", str(clips),
+                             "--validation-ratio", "0", "--db", str(db)], env, work)
+    if rc != 0:
+        raise RuntimeError(f"{name}: ingest failed:\n{text[-3000:]}")
+    seconds, text, rc = _vw(code, ["backfill", "scenarios", "--db", str(db)], env, work)
+    if rc != 0:
+        raise RuntimeError(f"{name}: vw backfill scenarios failed:\n{text[-3000:]}")
+    out["scenarios"] = {"seconds": round(seconds, 1), "geneva_jobs": len(set(JOB_ID.findall(text))),
+                        "rows": len(CAPTIONS)}
+    seconds, text, rc = _vw(code, ["demo", "--db", str(work / f"{name}-demo.db"),
+                                   "--videos-dir", str(work / f"{name}-demo-videos")], env, work)
+    if rc != 0:
+        raise RuntimeError(f"{name}: vw demo failed:\n{text[-3000:]}")
+    backfills = [float(m) for m in re.findall(r"^\s+\S+: \d+ computed, .*?, ([0-9.]+)s$", text, re.M)]
+    out["demo"] = {"seconds": round(seconds, 1), "geneva_jobs": len(set(JOB_ID.findall(text))),
+                   "backfill_seconds_reported": round(sum(backfills), 1)}
+    return out
+
+
+def main() -> None:
+    """Run the comparison and print its JSON (also written to ``--out``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", default=BASELINE_REF, help="git ref of the earlier release")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="vwcmp", dir="/tmp"))
+    baseline = work / "baseline"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline), args.baseline],
+                   check=True, capture_output=True)
+    report: dict[str, Any] = {"baseline_ref": args.baseline,
+                              "current_ref": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                                            capture_output=True, text=True).stdout.strip(),
+                              "cpus": os.cpu_count(), "loadavg_before": os.getloadavg()}
+    # VW_LOG_LEVEL=debug: geneva's own output (its job ids, counted here) stays on stdout in every version.
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "VW_"))}, "VW_LOG_LEVEL": "debug"}
+    try:
+        clips, annotations = work / "clips", work / "MSRVTT_data.json"
+        _clips(clips, len(CAPTIONS))
+        _msrvtt(annotations)
+        report["baseline"] = _variant("baseline", baseline, {**env, "VW_LOCAL_RAY": "per-command"}, work, clips,
+                                      annotations)
+        report["current"] = _variant("current", ROOT, {**env, "VW_LOCAL_RAY": "per-command"}, work, clips,
+                                     annotations)
+        warm = {**env, "VW_LOCAL_RAY": "warm", "VW_RAY_DIR": str(work / "ray")}
+        seconds, text, rc = _vw(ROOT, ["ray", "start"], warm, work)
+        if rc != 0:
+            raise RuntimeError(f"vw ray start failed:\n{text[-3000:]}")
+        report["warm_head_start_seconds"] = round(seconds, 1)
+        try:
+            report["current-warm"] = _variant("current-warm", ROOT, warm, work, clips, annotations)
+        finally:
+            _vw(ROOT, ["ray", "stop"], warm, work)
+        for variant in ("current", "current-warm"):
+            report[f"speedup_{variant}"] = {
+                task: round(report["baseline"][task]["seconds"] / report[variant][task]["seconds"], 2)
+                for task in ("scenarios", "demo")
+            }
+    finally:
+        report["loadavg_after"] = os.getloadavg()
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
