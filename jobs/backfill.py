@@ -354,27 +354,26 @@ def run_backfill(
         runs.append(StageRun(stage, table, spec, pairs, changed))
     plans = {id(run): _plan(run.table, run.main()[0], opts, run.changed.get(run.main()[0], True)) for run in runs}
     jobs = [run for run in runs if plans[id(run)].needs_job]
-    reports: dict[int, list[ColumnReport]] = {}
 
-    def fill(run: StageRun) -> list[ColumnReport]:
+    def main_column(run: StageRun) -> ColumnReport:
         col = run.main()[0]
-        first = _backfill_one(run.table, col, run.spec, opts, plans[id(run)], log=log, conn=conn, display=display)
-        return [first, *_fill_derived(run, opts, log)]
+        return _backfill_one(run.table, col, run.spec, opts, plans[id(run)], log=log, conn=conn, display=display)
 
-    for run in runs:
-        if run not in jobs:
-            reports[id(run)] = fill(run)
+    firsts = {id(run): main_column(run) for run in runs if run not in jobs}
     if jobs:
         ensure_drivers_table(conn)  # once, before stages record their jobs from parallel threads
         with ray_session(conn, target, [run.stage.name for run in jobs], log=log):
             if len(jobs) == 1:
-                reports[id(jobs[0])] = fill(jobs[0])
+                firsts[id(jobs[0])] = main_column(jobs[0])
             else:
                 log(f"starting {len(jobs)} jobs at once: {', '.join(run.main()[0] for run in jobs)}")
                 with ThreadPoolExecutor(max_workers=len(jobs), thread_name_prefix="vw-stage") as pool:
-                    futures = {id(run): pool.submit(fill, run) for run in jobs}
+                    futures = {id(run): pool.submit(main_column, run) for run in jobs}
                     for key, future in futures.items():
-                        reports[key] = future.result()
+                        firsts[key] = future.result()
+    # Derived columns once every job has committed: their merges rewrite the table's fragments,
+    # which would make a job still running on the same table commit-conflict and run again.
+    reports = {id(run): [firsts[id(run)], *_fill_derived(run, opts, log)] for run in runs}
     return [r for run in runs for r in reports[id(run)]]
 
 

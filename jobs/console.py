@@ -40,10 +40,10 @@ class _Job:
     label: str
     total: int
     unit: str
-    started: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=lambda: time.monotonic())
     done: int = 0
     failed: int = 0
-    printed_at: float = field(default_factory=time.monotonic)
+    printed_at: float = field(default_factory=lambda: time.monotonic())
     printed_share: float = 0.0
 
     def line(self) -> str:
@@ -148,6 +148,32 @@ def verbose_requested(verbose: bool = False) -> bool:
     return verbose or os.environ.get(LOG_LEVEL_ENV, "").strip().lower() == "debug"
 
 
+def _writes_to_fd(stream: IO[str], fd: int) -> bool:
+    try:
+        return stream.fileno() == fd
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class _Unclosed:
+    """A stream whose ``close`` does nothing (the display does not own it)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.flush()
+
+
 @contextlib.contextmanager
 def quiet_console(log_path: Path, verbose: bool = False, silent: bool = False) -> Iterator[Display]:
     """Send everything written to stdout and stderr (Python and native) to ``log_path`` for the block;
@@ -165,8 +191,12 @@ def quiet_console(log_path: Path, verbose: bool = False, silent: bool = False) -
     sys.stderr.flush()
     saved_out, saved_err = os.dup(1), os.dup(2)
     with open(log_path, "a") as log:
-        live = os.isatty(saved_out) and not silent
-        out = os.fdopen(os.dup(log.fileno() if silent else saved_out), "w", buffering=1)
+        if silent:
+            out, live = os.fdopen(os.dup(log.fileno()), "w", buffering=1), False
+        elif _writes_to_fd(sys.stdout, 1):
+            out, live = os.fdopen(os.dup(saved_out), "w", buffering=1), os.isatty(saved_out)
+        else:  # sys.stdout is captured in Python (a test runner, a notebook): the display writes there
+            out, live = _Unclosed(sys.stdout), False
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         display = Display(out, live=live, log_path=log_path)

@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from jobs.backfill import BackfillOptions, report_lines, run_backfill
+from jobs.console import log_path_for, quiet_console, verbose_requested
 from jobs.progress import line_progress
 from jobs.samples import sample_videos
 from tables.connection import open_videos
@@ -28,8 +29,11 @@ DEMO_PROFILES = "frame_features=offline,tiny"
 DEMO_COLUMNS = [video_embedding.NAME, frame_features.NAME]
 
 
-def run_demo(conn: Any, profile: str, videos_dir: Path) -> int:
-    """Ingest the sample clips, backfill the video stages, print what happened; exit code."""
+def run_demo(conn: Any, profile: str, videos_dir: Path, verbose: bool = False) -> int:
+    """Ingest the sample clips, backfill the video stages, print what happened; exit code.
+
+    The backfill's library output goes to a log file that the summary names (all of it printed
+    here with ``verbose``)."""
     start = time.monotonic()
     typer.echo(f"warehouse: {conn.uri}")
     try:
@@ -53,8 +57,10 @@ def run_demo(conn: Any, profile: str, videos_dir: Path) -> int:
         f"{len(report.failures)} failed; videos table version {report.table_version}"
     )
     opts = BackfillOptions(profile=profile, batch_size=4)
+    log_path = log_path_for(str(conn.uri), "demo")
     try:
-        reports = run_backfill(conn, DEMO_COLUMNS, opts, log=typer.echo)
+        with quiet_console(log_path, verbose_requested(verbose)) as display:
+            reports = run_backfill(conn, DEMO_COLUMNS, opts, log=display.echo, display=display)
     except VwError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
@@ -67,6 +73,8 @@ def run_demo(conn: Any, profile: str, videos_dir: Path) -> int:
     for spec in specs:
         typer.echo(f"  model: {spec.label()}")
     typer.echo(f"  total time: {time.monotonic() - start:.1f}s")
+    if display.log_path is not None:
+        typer.echo(f"  log (geneva, Ray, Lance): {display.log_path}")
     typer.echo("  next: `vw status` shows the tables and any errors")
     failed = len(report.failures) + sum(r.failed for r in reports)
     return 0 if failed == 0 else 1

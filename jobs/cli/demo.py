@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jobs.cli.common import DbOpt, connect
+from jobs.cli.common import DbOpt, VerboseOpt, connect
 
 
 def demo(
@@ -16,12 +16,13 @@ def demo(
                           "random-weight V-JEPA 2), or full.")
     ] = "frame_features=offline,tiny",
     db: DbOpt = None,
+    verbose: VerboseOpt = False,
     videos_dir: Annotated[Path, typer.Option(help="Where generated sample clips are written.")] = Path("./demo-videos"),
 ) -> None:
     """Create the warehouse, ingest sample videos, backfill video_embedding and frame_features, and report."""
     from jobs.demo import run_demo
 
-    raise typer.Exit(run_demo(connect(db), models, videos_dir))
+    raise typer.Exit(run_demo(connect(db), models, videos_dir, verbose=verbose))
 
 
 def register(app: typer.Typer) -> None:
