@@ -21,7 +21,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from jobs.atomic_files import atomic_write
 from jobs.file_names import safe_name
 from tables.column_state import failed_rows, field_spec
 from udfs.arrays import steps_from_arrow
@@ -51,18 +51,6 @@ class ExportReport:
     failed: list[dict[str, Any]] = field(default_factory=list)
     not_computed: list[str] = field(default_factory=list)
     out: str = ""
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _write(path: Path, data: bytes, report: ExportReport) -> None:
@@ -113,7 +101,10 @@ def export_features(
     except Exception as err:  # noqa: BLE001 - surfaced as a clear message
         raise ExportError(f"invalid --where {where!r}: {err}") from err
     target = Path(out)
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ExportError(f"cannot create the output folder {target}: {err.strerror or err}") from None
     report = ExportReport(out=str(target))
     names: dict[str, str] = {}
     failed = {r["video_id"]: r for r in failed_rows(table, column, columns=("video_id", "uri"))}

@@ -17,10 +17,9 @@ Settings:
   of the Python environment, because a head's workers run the Python that started it.
 * ``VW_RAY_IDLE_S``: idle seconds before the watcher stops the head.
 
-Starting is serialised by a lock file, so commands started together share one head. The head's
-workers see the environment of the command that started the head; the ``VW_*``, ``HF_*``,
-``TRANSFORMERS_*``, ``TORCH*``, thread-count and ``PYTHONPATH`` variables of each joining
-command are passed to its own workers (:func:`worker_env_vars`).
+Starting is serialised by a lock file, so commands started together share one head. The ``VW_*``,
+``HF_*``, ``TRANSFORMERS_*``, ``TORCH*``, thread-count and ``PYTHONPATH`` variables of each command
+are passed to its own workers (:func:`worker_env_vars`) and are kept out of the head's environment.
 """
 
 from __future__ import annotations
@@ -188,7 +187,10 @@ def _start(folder: Path, log: Callable[[str], None]) -> Head:
     token = folder / "token"
     token.write_text(secrets.token_hex(32))
     token.chmod(0o600)
-    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **auth_env(folder)}
+    # The settings each command passes to its own workers are left out of the head's environment, so a
+    # setting of the command that started the head never leaks into a later command's workers.
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith(WORKER_ENV_PREFIXES)},
+           **auth_env(folder)}
     start_log = folder / "ray-start.log"
     cmd = [str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
            "--ray-client-server-port", str(client_port), "--num-cpus", str(num_cpus),

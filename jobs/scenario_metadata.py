@@ -19,15 +19,14 @@ yet) and rows without a split are left out and counted.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from jobs.atomic_files import atomic_write
 from jobs.file_names import safe_name
 from tables.connection import open_videos
 from udfs.errors import NotFoundError, VwError
@@ -125,21 +124,6 @@ def format_counts(counts: ScenarioCounts) -> str:
     return "\n".join(lines)
 
 
-def _write_atomic(out: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Call ``write`` on a temporary file next to ``out``, then rename it to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_chart(counts: ScenarioCounts, out: Path, title: str = "videos per scenario and split") -> Path:
     """A grouped bar chart (PNG) of ``counts``, written atomically to ``out``."""
     import matplotlib
@@ -165,7 +149,7 @@ def write_chart(counts: ScenarioCounts, out: Path, title: str = "videos per scen
         ax.set_title(title)
         ax.legend(title="split", loc="upper left", bbox_to_anchor=(1.0, 1.0))
         fig.tight_layout()
-        _write_atomic(out, lambda fh: fig.savefig(fh, format="png", dpi=100))
+        atomic_write(out, lambda fh: fig.savefig(fh, format="png", dpi=100))
     finally:
         plt.close(fig)
     return out
@@ -222,5 +206,5 @@ def export_metadata(
     for entries in groups.values():
         entries.sort(key=lambda e: e["video_id"])
     text = json.dumps(groups, ensure_ascii=False, indent=2) + "\n"
-    _write_atomic(out, lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write(out, lambda fh: fh.write(text.encode("utf-8")))
     return ExportReport(out, {k: len(v) for k, v in groups.items()}, without_scenario, without_split)

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from jobs.export_features import ExportError, atomic_write, export_features, safe_name
+from jobs.atomic_files import atomic_write
+from jobs.export_features import ExportError, export_features, safe_name
 from tables.connection import connect
 from tables.feature_dataset import FeatureDatasetError, FrameFeatureDataset, pad_collate
 from tables.sharding import ShardedSampler, epoch_order, shard

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from jobs.atomic_files import atomic_write
 from udfs.errors import VwError, choices
 
 if TYPE_CHECKING:
@@ -86,6 +87,9 @@ def write(table: pa.Table, fmt: str, out: str | None) -> None:
         sys.stdout.flush()
         return
     path = Path(out)
-    tmp = path.with_name(path.name + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        atomic_write(path, data)
+    except OSError as err:
+        if isinstance(err, VwError):
+            raise
+        raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
