@@ -33,7 +33,14 @@ from jobs.console import Display
 from jobs.job_drivers import ensure_drivers_table, mark_abandoned, record_driver
 from jobs.local_ray import local_ray_mode, using_head, worker_env_vars
 from manifests.clusters import ClusterSpec
-from tables.column_state import UDF_VERSION_KEY, failed_rows, field_spec, missing_filter, recent_errors
+from tables.column_state import (
+    UDF_VERSION_KEY,
+    failed_rows,
+    field_spec,
+    missing_filter,
+    recent_errors,
+    row_keys,
+)
 from tables.connection import open_videos, table_exists
 from tables.names import VIDEOS, key_column
 from udfs.errors import NotFoundError, VwError
@@ -85,7 +92,11 @@ def report_lines(reports: list[ColumnReport]) -> Iterator[tuple[bool, str]]:
         yield False, (f"  {r.column}: {r.computed} computed{again}, {r.filled_after}/{r.rows} filled, "
                       f"{r.failed} failed, {r.seconds:.1f}s")
         for e in r.errors:
-            yield True, f"  error row {e['row_address']}: {e['error_type']}: {e['message']}"
+            yield True, f"  error {e.get('row') or 'row ' + str(e['row_address'])}: {e['error_type']}: {e['message']}"
+        if r.failed:
+            more = f" ({r.failed - len(r.errors)} more in `vw status`)" if r.failed > len(r.errors) else ""
+            yield True, (f"  {r.failed} rows of {r.column} failed{more}: fix the inputs named above (or the "
+                         f"setting), then run the backfill again with --retry-failed")
 
 
 def stage_for(column: str) -> Stage:
@@ -238,6 +249,9 @@ def ray_session(
     target = _check_cluster(cluster)
     if not target.is_local:
         from jobs.cluster_session import cluster_session
+        from manifests.clusters import check_cluster
+
+        check_cluster(target)  # an unreachable address or a missing kube config fails now, in a second
 
         with cluster_session(target, _session_manifest(target, stage_names)):
             yield
@@ -600,6 +614,10 @@ def _backfill_one(
     filled_after = _filled(table, col, scope, rows)
     job_id = getattr(result, "job_id", None) or job_id
     errors = [e for e in recent_errors(table, col, limit=1000) if e["job_id"] == job_id]
+    key = key_column(table.name)
+    keys = row_keys(table, [e["row_address"] for e in errors[:5]], key)
+    for e in errors[:5]:
+        e["row"] = f"{key} {keys[e['row_address']]!r}" if e["row_address"] in keys else f"row {e['row_address']}"
     return ColumnReport(
         column=col,
         model=spec.label(),

@@ -358,7 +358,7 @@ def check_cluster(spec: ClusterSpec, timeout: float = 2.0) -> str:
     service account) and the ``kubernetes`` client. Raises :class:`ClusterUnavailableError`.
     """
     if spec.type == "local":
-        return "embedded Ray (started for each command)"
+        return "local Ray (the warm one shared by commands, or one per command with VW_LOCAL_RAY=per-command)"
     if spec.type == "ray":
         host, port = parse_address(spec.address or "") or ("", 0)
         try:

@@ -92,3 +92,15 @@ def failed_rows(table: Any, column: str, errors: list[Any] | None = None,
             out.append(row | {"error_type": e.error_type, "error": e.error_message,
                               "time": e.timestamp.isoformat()})
     return out
+
+
+def row_keys(table: Any, addresses: list[int], key: str) -> dict[int, Any]:
+    """``key`` of the rows at ``addresses`` (row address -> value; addresses no longer in the table are left out)."""
+    out: dict[int, Any] = {}
+    wanted = sorted({a for a in addresses if a is not None})
+    ds = table.to_lance()
+    for i in range(0, len(wanted), 1000):
+        chunk = ",".join(str(a) for a in wanted[i : i + 1000])
+        got = ds.to_table(columns=[key], with_row_address=True, filter=f"_rowaddr IN ({chunk})")
+        out.update(zip(got.column("_rowaddr").to_pylist(), got.column(key).to_pylist(), strict=True))
+    return out

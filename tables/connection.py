@@ -57,12 +57,17 @@ def storage_options_from_env() -> dict[str, str]:
     return {str(k): str(v) for k, v in opts.items()}
 
 
-def connect(uri: str | None = None) -> geneva.db.Connection:
-    """Open (creating if needed) the warehouse database with geneva."""
+def connect(uri: str | None = None, create: bool = True) -> geneva.db.Connection:
+    """Open the warehouse database with geneva; a missing local folder is created, or with
+    ``create=False`` (read commands) is a :class:`~udfs.errors.NotFoundError` naming it."""
     import geneva
 
     target = db_uri(uri)
     if "://" not in target:
+        if not create and not os.path.isdir(target):
+            source = "--db" if uri else ("$VW_DB" if os.environ.get("VW_DB") else "the default ./warehouse")
+            raise NotFoundError(f"no warehouse at {target} (from {source}): check the path, or create one with "
+                                "`vw ingest`")
         os.makedirs(target, exist_ok=True)
     opts = storage_options_from_env()
     if opts:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.ray_head import RayHead, running_head
+from tests.ray_head import RayHead, free_port, running_head
 from tests.videogen import make_cfr_video
 
 pytestmark = pytest.mark.integration
@@ -89,3 +90,20 @@ def test_unknown_cluster_is_a_clear_error(tmp_path: Path) -> None:
     run = _vw(["backfill", "video_embedding", "--cluster", "nope", "--db", str(tmp_path / "db")], env, timeout=60)
     assert run.returncode == 2
     assert "unknown cluster 'nope'" in run.stderr and "lab" in run.stderr
+
+
+def test_unreachable_cluster_fails_before_anything_starts(tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_cfr_video(videos / "a.mp4", num_frames=12, gop=12)
+    db = str(tmp_path / "db")
+    assert _vw(["ingest", str(videos), "--db", db], dict(os.environ)).returncode == 0
+    clusters = tmp_path / "clusters.yaml"
+    port = free_port()  # nothing listens there
+    clusters.write_text(f"clusters:\n  lab: {{type: ray, address: 'ray://127.0.0.1:{port}'}}\n")
+    env = {**os.environ, "VW_CLUSTERS": str(clusters)}
+    start = time.monotonic()
+    run = _vw(["backfill", "video_embedding", "--models", "tiny", "--cluster", "lab", "--db", db], env, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"127.0.0.1:{port} is unreachable" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert time.monotonic() - start < 60  # it used to retry for minutes

@@ -125,6 +125,10 @@ def test_ensemble_command_errors(warehouse: Path, tmp_path: Path) -> None:
         Event("g", "ground_truth", 9.0, "Goal", metadata={"game": "a/b/c", "half": 2})])
     code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(mixed))
     assert code == 2 and "ground truth of video 'g' names several game halves" in out
+    code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(tmp_path / "mistyped"))
+    assert code == 2 and f"no warehouse at {tmp_path / 'mistyped'} (from --db)" in out
+    assert not (tmp_path / "mistyped").exists()  # a read command never creates a warehouse
+    (tmp_path / "empty").mkdir()
     code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(tmp_path / "empty"))
     assert code == 2 and "no 'events' table" in out
 

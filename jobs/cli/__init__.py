@@ -26,6 +26,7 @@ inside their function bodies, so building the command line (``vw --help``) stays
 from __future__ import annotations
 
 import importlib
+from typing import Annotated
 
 import typer
 
@@ -42,6 +43,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"video-warehouse {version('video-warehouse')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """video-warehouse: videos in Lance tables, every processing stage a geneva column UDF."""
+
 
 for _group in GROUPS:
     importlib.import_module(f"{__name__}.{_group}").register(app)

@@ -40,13 +40,14 @@ class WarehouseUnavailableError(VwError, OSError):
     """The warehouse cannot be opened (an unreachable bucket or endpoint, refused credentials)."""
 
 
-def connect(db: str | None) -> Any:
+def connect(db: str | None, create: bool = False) -> Any:
     """The warehouse at ``db`` (default: the configured one); raises :class:`WarehouseUnavailableError`
-    with the storage error when it cannot be opened."""
+    with the storage error when it cannot be opened. Only commands that write new data (ingest, the
+    demo) pass ``create``: a mistyped location is an error for the others, not a new empty warehouse."""
     from tables.connection import connect as open_warehouse
     from tables.connection import lance_error_text
 
-    conn = open_warehouse(db)
+    conn = open_warehouse(db, create=create)
     try:
         conn.table_names()  # geneva connects lazily: reach the storage now, not mid-command
     except Exception as err:  # noqa: BLE001 - any storage error ends the command with its reason
@@ -80,6 +81,25 @@ def progress(label: str) -> Progress:
 def split_names(value: str | None) -> list[str]:
     """A comma-separated option as a list of non-empty, stripped names (empty for None)."""
     return [c.strip() for c in value.split(",") if c.strip()] if value else []
+
+
+def _hide_flag_types() -> None:
+    """Typer 0.29 prints a ``<bool>`` type beside every on/off flag in ``--help``; a flag takes no value,
+    so the type column stays empty for flags (all other options keep their type)."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_vw_flags_hidden", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: click.Context) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._vw_flags_hidden = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_hide_flag_types()
 
 
 class VwGroup(TyperGroup):

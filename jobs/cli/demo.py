@@ -22,7 +22,7 @@ def demo(
     """Create the warehouse, ingest sample videos, backfill video_embedding and frame_features, and report."""
     from jobs.demo import run_demo
 
-    raise typer.Exit(run_demo(connect(db), models, videos_dir, verbose=verbose))
+    raise typer.Exit(run_demo(connect(db, create=True), models, videos_dir, verbose=verbose))
 
 
 def register(app: typer.Typer) -> None:

@@ -110,8 +110,8 @@ def import_predictions_cmd(
     if video_id is not None and video_map is not None:
         raise OptionError("pass either --video-id or --video-map, not both")
     mapping = load_video_map(str(video_map)) if video_map is not None else None
-    report = import_predictions(connect(db), model, [str(f) for f in files], video_id, mapping, time_offset,
-                                dedup_window)
+    report = import_predictions(connect(db, create=True), model, [str(f) for f in files], video_id, mapping,
+                                time_offset, dedup_window)
     for problem in report.problems:
         echo_err(f"NOT IMPORTED {problem}")
     typer.echo(

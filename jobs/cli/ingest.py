@@ -39,14 +39,15 @@ def ingest(
     if store_bytes and fmt is not None:
         raise OptionError("--store-bytes applies to plain ingest, not to --format")
     if fmt is not None:
-        code = ingest_dataset(connect(db), fmt, inputs, source, split, videos_root, limit, validation_ratio, seed)
+        code = ingest_dataset(connect(db, create=True), fmt, inputs, source, split, videos_root, limit,
+                              validation_ratio, seed)
         raise typer.Exit(code)
     if videos_root is not None or limit is not None:
         raise OptionError("--videos-root and --limit apply only with --format")
     from tables.connection import open_videos
     from tables.ingest import ingest as ingest_videos
 
-    table = open_videos(connect(db))
+    table = open_videos(connect(db, create=True))
     report = ingest_videos(table, inputs, source=source, split=split, progress=progress("probing"),
                            store_bytes=store_bytes)
     for failure in report.failures:

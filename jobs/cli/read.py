@@ -184,7 +184,12 @@ def sql_cmd(
     from jobs.cli.output import write
     from tables.sql import run_sql
 
-    write(run_sql(statement, connect(db), max_rows=max_rows), fmt, out)
+    # One row more than asked says whether --max-rows cut the result.
+    table = run_sql(statement, connect(db), max_rows=None if max_rows is None else max_rows + 1)
+    if max_rows is not None and table.num_rows > max_rows:
+        table = table.slice(0, max_rows)
+        echo_err(f"note: the result was cut at --max-rows {max_rows}; the statement returns more rows")
+    write(table, fmt, out)
 
 
 def register(app: typer.Typer) -> None:
