@@ -92,6 +92,8 @@ def _embed(column: VectorColumn, kind: Kind, query: Any, what: str, device: str 
 def embed_video(column: VectorColumn, uri: str, device: str | None = None) -> np.ndarray:
     """Per-step vectors ``[T, D]`` of the video at ``uri`` for a per-step column (clip or frame vectors)."""
     what = f"the query video {uri!r}"
+    if "://" not in uri and not Path(uri).is_file():
+        raise QueryEmbeddingError(f"{what} does not exist or is not a file")
     steps = _embed(column, "video", uri, what, device)
     if steps is None:
         raise QueryEmbeddingError(f"the query video {uri!r} gave no vectors for column {column.name!r}")

@@ -87,6 +87,9 @@ def test_unloadable_model_is_refused(wh: dict, tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(QueryEmbeddingError, match=r"its model .*no-such-model \[full\] cannot be loaded"):
         search(conn, video=wh["uris"][0])
+    missing = str(tmp_path / "nope.mp4")  # a missing file is named as such, before any model is loaded
+    with pytest.raises(QueryEmbeddingError, match=f"the query video '{missing}' does not exist or is not a file"):
+        search(conn, video=missing)
     plain = connect(str(tmp_path / "plain"))
     plain.create_table("videos", pa.table({"video_id": ["a"], "video_embedding": steps_to_arrow(
         [np.ones((2, 4), np.float32)], 4)}))

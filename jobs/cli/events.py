@@ -1,4 +1,5 @@
-"""`vw windows`, `vw events` and `vw import-predictions`: analysis windows and the events table."""
+"""`vw windows`, `vw events`, `vw import-predictions` and `vw export-predictions`: analysis windows and the
+events table, with prediction files in and out."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import typer
 from jobs.cli.common import DbOpt, OptionError, connect, echo_err, split_names
 
 EventsFormat = Literal["table", "csv", "json"]
+PredictionFormat = Literal["llava", "soccernet"]
+ExportFormat = Literal["soccernet"]
 
 
 def windows_cmd(
@@ -88,8 +91,13 @@ def events_cmd(
 
 
 def import_predictions_cmd(
-    files: Annotated[list[Path], typer.Argument(help="Prediction JSON files: lists of {time, raw} entries.")],
+    files: Annotated[list[Path], typer.Argument(help="Prediction files: JSON lists of {time, raw} entries; with "
+                                                "--format soccernet, results_spotting.json files or folders.")],
     model: Annotated[str, typer.Option("--model", help="Model name of these predictions in `events`.")],
+    fmt: Annotated[
+        PredictionFormat, typer.Option("--format", help="llava: {time, raw} lists of the LLaVA pipeline; "
+                                       "soccernet: SoccerNet's results_spotting.json per game.")
+    ] = "llava",
     video_id: Annotated[
         str | None, typer.Option(help="Video of every file (default: from the file name, 'video_N' or 'vidN').")
     ] = None,
@@ -100,13 +108,29 @@ def import_predictions_cmd(
         float, typer.Option(help="Seconds added to every time (e.g. 2 to move 4 s window starts to their centres).")
     ] = 0.0,
     dedup_window: Annotated[
-        float, typer.Option(help="Events of one label closer than this many seconds are one event.")
-    ] = 3.0,
+        float | None, typer.Option(help="Events of one label closer than this many seconds are one event "
+                                   "(default 3 for llava files; soccernet files are kept as they are unless given).")
+    ] = None,
     db: DbOpt = None,
 ) -> None:
     """Load earlier pipelines' prediction files into `events` (parsed, de-duplicated, idempotent)."""
-    from jobs.event_jobs import import_predictions, load_video_map
+    from jobs.event_jobs import DEFAULT_DEDUP_S, import_predictions, load_video_map
 
+    if fmt == "soccernet":
+        if video_id is not None or video_map is not None or time_offset:
+            raise OptionError("--video-id, --video-map and --time-offset apply to llava files; SoccerNet files name "
+                              "their game and half")
+        from jobs.soccernet_predictions import import_soccernet_predictions
+
+        report = import_soccernet_predictions(connect(db, create=True), model, [str(f) for f in files], dedup_window)
+        for problem in report.problems:
+            echo_err(f"NOT IMPORTED {problem}")
+        dedup = "" if dedup_window is None else f" -> {report.events_written} after de-duplication"
+        typer.echo(f"import-predictions ({report.model}, soccernet): {report.files} files, {report.entries} "
+                   f"predictions, {report.events_before_dedup} events{dedup} on {len(report.videos)} halves; "
+                   f"{len(report.problems)} problems")
+        raise typer.Exit(0 if not report.problems else 1)
+    dedup_window = DEFAULT_DEDUP_S if dedup_window is None else dedup_window
     if video_id is not None and video_map is not None:
         raise OptionError("pass either --video-id or --video-map, not both")
     mapping = load_video_map(str(video_map)) if video_map is not None else None
@@ -123,8 +147,29 @@ def import_predictions_cmd(
     raise typer.Exit(0 if not report.problems else 1)
 
 
+def export_predictions_cmd(
+    model: Annotated[str, typer.Option("--model", help="Model whose events are written.")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder receiving <league>/<season>/<game>/results_spotting.json.")
+    ],
+    fmt: Annotated[ExportFormat, typer.Option("--format", help="soccernet: SoccerNet's results files.")] = "soccernet",
+    where: Annotated[str | None, typer.Option(help="SQL filter on the events (e.g. \"confidence > 0.2\").")] = None,
+    db: DbOpt = None,
+) -> None:
+    """Write a model's events in SoccerNet's format, for the official evaluation or a challenge submission."""
+    from jobs.soccernet_predictions import export_soccernet_predictions
+
+    report = export_soccernet_predictions(connect(db), model, out, where)
+    for problem in report.problems:
+        echo_err(f"NOT EXPORTED {problem}")
+    typer.echo(f"export-predictions ({model}, {fmt}): {report.predictions} predictions in {len(report.games)} "
+               f"games under {report.out}; {len(report.problems)} problems")
+    raise typer.Exit(0 if not report.problems else 1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``vw windows``, ``vw events`` and ``vw import-predictions`` to ``app``."""
+    """Add ``vw windows``, ``vw events``, ``vw import-predictions`` and ``vw export-predictions`` to ``app``."""
     app.command("windows")(windows_cmd)
     app.command("events")(events_cmd)
     app.command("import-predictions")(import_predictions_cmd)
+    app.command("export-predictions")(export_predictions_cmd)

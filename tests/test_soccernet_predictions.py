@@ -1,0 +1,89 @@
+"""SoccerNet's results_spotting.json in and out: official files -> `vw import-predictions --format soccernet` ->
+`vw ensemble` scores -> `vw export-predictions` -> the official evaluation gives the same average-mAP as the
+official evaluation of the original files, for every model, tight and loose (randomised games)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+from jobs.ensemble import EnsembleOptions, run_ensemble
+from tables.connection import connect
+from tables.events import GROUND_TRUTH, open_events, write_events
+from tests.soccernet_synth import MODELS, events_of, synth_games, write_labels, write_predictions
+
+PARITY = 1e-3
+
+
+def _official(labels: Path, predictions: Path, metric: str) -> dict:
+    from SoccerNet.Evaluation.ActionSpotting import evaluate
+    from SoccerNet.Evaluation.utils import EVENT_DICTIONARY_V2
+
+    return evaluate(str(labels), str(predictions), split=None, version=2, framerate=2, metric=metric,
+                    dataset=None, EVENT_DICTIONARY=EVENT_DICTIONARY_V2, label_files="Labels-v2.json",
+                    prediction_file="results_spotting.json")
+
+
+def _vw(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_round_trip_equals_the_official_evaluation(tmp_path: Path, seed: int) -> None:
+    games = synth_games(seed)
+    labels = write_labels(tmp_path / "labels", games)
+    originals = {m: write_predictions(tmp_path / m, {g.path: g.predictions[m] for g in games}) for m in MODELS}
+    db = str(tmp_path / "wh")
+    conn = connect(db)
+    write_events(open_events(conn), [e for e in events_of(games) if e.model == GROUND_TRUTH])
+    for model in MODELS:
+        expected = sum(len(g.predictions[model]) for g in games)
+        for _ in range(2):  # importing twice does not duplicate
+            code, out = _vw("import-predictions", "--format", "soccernet", "--model", model, originals[model],
+                            "--db", db)
+            assert code == 0, out
+            assert f"{len(games)} files, {expected} predictions, {expected} events" in out, out
+        stored = open_events(conn).count_rows(f"model = '{model}'")
+        assert stored == expected
+    result = run_ensemble(conn, EnsembleOptions(models=list(MODELS)), write=False)
+    for model in MODELS:
+        code, out = _vw("export-predictions", "--model", model, "--out", tmp_path / "out" / model, "--db", db)
+        assert code == 0, out
+        for metric in ("tight", "loose"):
+            original = _official(labels, originals[model], metric)
+            exported = _official(labels, tmp_path / "out" / model, metric)
+            mine = getattr(result.scores[model], metric)
+            assert abs(exported["a_mAP"] - original["a_mAP"]) < 1e-9, (model, metric)
+            assert abs(mine.overall - original["a_mAP"]) < PARITY, (model, metric)
+            for i, value in enumerate(original["a_mAP_per_class"]):
+                assert abs(exported["a_mAP_per_class"][i] - value) < 1e-9
+
+
+def test_malformed_predictions_are_named_and_the_rest_imported(tmp_path: Path) -> None:
+    game = tmp_path / "preds" / "league" / "2020-2021" / "game one"
+    game.mkdir(parents=True)
+    good = {"gameTime": "2 - 01:02", "label": "Goal", "position": "62000", "half": "2", "confidence": "0.5"}
+    items = [good, {**good, "position": "soon"}, {**good, "half": "1"}, {**good, "confidence": None},
+             {"gameTime": "1 - 00:10", "label": "Corner", "position": 10500, "confidence": 0.25}, "junk"]
+    (game / "results_spotting.json").write_text(json.dumps({"predictions": items}))  # no UrlLocal: the folder
+    (tmp_path / "preds" / "broken").mkdir()
+    (tmp_path / "preds" / "broken" / "results_spotting.json").write_text("{not json")
+    db = str(tmp_path / "wh")
+    code, out = _vw("import-predictions", "--format", "soccernet", "--model", "m", tmp_path / "preds", "--db", db)
+    assert code == 1
+    file = game / "results_spotting.json"
+    for i, reason in ((1, "'position' is not a number"), (2, "'half' '1' disagrees with gameTime '2 - 01:02'"),
+                      (3, "'confidence' is not a number"), (5, "not an object")):
+        assert f"NOT IMPORTED {file}: prediction {i}: {reason}" in out, out
+    assert "broken/results_spotting.json: not readable as JSON" in out
+    rows = {(r["video_id"], r["time_s"], r["label"], r["confidence"])
+            for r in open_events(connect(db)).to_arrow().to_pylist()}
+    assert rows == {("league/2020-2021/game one/2", 62.0, "Goal", 0.5),
+                    ("league/2020-2021/game one/1", 10.5, "Corner", 0.25)}
+    code, out = _vw("export-predictions", "--model", "nobody", "--out", tmp_path / "x", "--db", db)
+    assert code == 2 and "no events of model 'nobody'" in out
