@@ -170,8 +170,8 @@ def test_disagreements() -> None:
 
 
 def test_matching_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="at least two models"):
-        match_models([], ["qwen"], 3.0)
+    with pytest.raises(ValueError, match="name at least one model"):
+        match_models([], [], 3.0)
     with pytest.raises(ValueError, match="more than once"):
         match_models([], ["qwen", "qwen"], 3.0)
     with pytest.raises(ValueError, match="tolerance must be a number of seconds >= 0"):

@@ -106,8 +106,9 @@ def test_ensemble_command_errors(warehouse: Path, tmp_path: Path) -> None:
     assert code == 2 and "tolerance must be a number of seconds >= 0" in out
     code, out = vw("ensemble", "--models", "qwen,llava", "--where", "confidence > 0.5", "--db", db)
     assert code == 2 and "leaves no events of model 'ground_truth'" in out
-    code, out = vw("ensemble", "--models", "qwen", "--db", db)
-    assert code == 2 and "at least two models" in out
+    code, out = vw("ensemble", "--models", "qwen", "--db", db)  # one model is scored alone, nothing fused
+    assert code == 0 and "qwen scored alone" in out and "fused:" not in out, out
+    assert "ensemble_metrics: " in out and "events: " not in out.strip().splitlines()[-1]  # no fused events
     code, out = vw("ensemble", "--models", "qwen,llava", "--weights", "qwen:2", "--db", db)
     assert code == 2 and "MODEL=NUMBER" in out
 

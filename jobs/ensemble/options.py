@@ -41,15 +41,15 @@ SOCCERNET_V2_CLASSES: tuple[str, ...] = (
 
 
 def check_models(models: Sequence[str]) -> list[str]:
-    """``models`` as a list, after checking there are at least two distinct non-empty names."""
+    """``models`` as a list, after checking there is at least one and the names are distinct and non-empty."""
     models = list(models)
     if any(not m for m in models):
         raise EnsembleOptionsError(f"model names must be non-empty: {models}")
     dup = sorted({m for m in models if models.count(m) > 1})
     if dup:
         raise EnsembleOptionsError(f"models are listed more than once: {dup}")
-    if len(models) < 2:
-        raise EnsembleOptionsError(f"matching needs at least two models, got {models}")
+    if not models:
+        raise EnsembleOptionsError("name at least one model")
     return models
 
 

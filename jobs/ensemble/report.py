@@ -53,14 +53,18 @@ def format_summary(result: EnsembleResult) -> str:
     opts = result.options
     fusion = opts.fusion
     videos = result.input_videos()
+    into = f"{opts.models[0]} scored alone" if result.single else f"models {', '.join(opts.models)} -> '{fusion.name}'"
     lines = [
-        f"run {result.run_id}: models {', '.join(opts.models)} -> '{fusion.name}', tolerance {opts.tolerance_s:g} s, "
+        f"run {result.run_id}: {into}, tolerance {opts.tolerance_s:g} s, "
         f"{len(videos)} videos with predictions, {len(result.scored_videos)} with ground truth",
         "events: " + ", ".join(f"{m} {n}" for m, n in result.event_counts().items()),
-        "categories: " + (", ".join(f"{k} {v}" for k, v in result.category_counts().items()) or "none"),
-        f"fused: {len(result.fused)} events of '{fusion.name}' (nms {fusion.nms}, "
-        f"window {fusion.nms_window(opts.tolerance_s):g} s)",
     ]
+    if not result.single:
+        lines += [
+            "categories: " + (", ".join(f"{k} {v}" for k, v in result.category_counts().items()) or "none"),
+            f"fused: {len(result.fused)} events of '{fusion.name}' (nms {fusion.nms}, "
+            f"window {fusion.nms_window(opts.tolerance_s):g} s)",
+        ]
     lines.extend(f"note: {n}" for n in result.notes)
     return "\n".join(lines)
 

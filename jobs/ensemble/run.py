@@ -101,9 +101,14 @@ class EnsembleResult:
     unscored_videos: list[str] = field(default_factory=list)
 
     @property
+    def single(self) -> bool:
+        """True when one model is scored alone (no ensemble is made of it)."""
+        return len(self.options.models) == 1
+
+    @property
     def scored_models(self) -> list[str]:
-        """The input models followed by the ensemble."""
-        return [*self.options.models, self.options.fusion.name]
+        """The input models followed by the ensemble (the model alone when there is one)."""
+        return list(self.options.models) if self.single else [*self.options.models, self.options.fusion.name]
 
     @cached_property
     def scored_videos(self) -> list[str]:
@@ -365,8 +370,9 @@ def _run(conn: Any, options: EnsembleOptions, write: bool) -> EnsembleResult:
     lap("read")
     matches_writer = MatchesWriter(conn, run_id) if write else None
     name = options.fusion.name
+    single = len(options.models) == 1  # one model is scored alone: nothing is fused or written to `events`
     events_writer = staged_events(open_events(conn), scope_filter(models=[name], run_id=run_id)) \
-        if write else None
+        if write and not single else None
     parts: dict[tuple[str, str], pa.Table] = {}  # (scope, model): ensemble_matches rows
     writes: list[Future] = []
 
@@ -391,7 +397,7 @@ def _run(conn: Any, options: EnsembleOptions, write: bool) -> EnsembleResult:
         fused = fuse_matching(matching, options.fusion)
         fused_frame = fused.frame(name, run_id)  # the event ids hash every fused event
         lap("fuse")
-        if options.score:
+        if options.score and not single:
             scoring[name] = pool.submit(scored, name, fused_frame)
         if events_writer is not None:
             writes.append(pool.submit(events_writer.add, fused_event_rows(fused, fused_frame, run_id)))
@@ -413,8 +419,9 @@ def _run(conn: Any, options: EnsembleOptions, write: bool) -> EnsembleResult:
         lap("score")
         for job in writes:  # every part is written (or kept, for a run written before) ...
             job.result()
-        if matches_writer is not None and events_writer is not None:  # ... before any is committed
-            result.written["events"] = events_writer.commit()
+        if matches_writer is not None:  # ... before any is committed
+            if events_writer is not None:
+                result.written["events"] = events_writer.commit()
             result.written["ensemble_matches"] = matches_writer.commit()
             result.written["ensemble_metrics"] = write_metrics(conn, run_id, result.metrics)
             lap("write")
