@@ -166,3 +166,26 @@ def test_average_map_matches_the_official_evaluation(parity_case: ParityCase, me
         # classes with ground truth score, the unpredicted and never-true ones score 0 in both
         assert all(mine.per_class[c] > 0 for c in CLASSES_USED if c != UNPREDICTED)
         assert mine.per_class[UNPREDICTED] == 0 and mine.per_class[NEVER_TRUE] == 0
+
+
+def test_f1_at_a_threshold_and_the_best_threshold() -> None:
+    from jobs.ensemble.frame import frame_from_detections, shared_vocab
+    from jobs.ensemble.metrics import claim_truths
+
+    truths = [spot(100.0, model="ground_truth"), spot(200.0, model="ground_truth"), spot(300.0, model="ground_truth")]
+    preds = [spot(100.5, conf=0.9), spot(150.0, conf=0.8), spot(200.5, conf=0.6), spot(400.0, conf=0.3),
+             spot(299.0, conf=0.1)]
+    vocab = shared_vocab(truths, preds)
+    claims = claim_truths(frame_from_detections(preds, vocab=vocab), frame_from_detections(truths, vocab=vocab), 3.0)
+    everything = claims.counts_at(0.0)
+    assert (everything.tp, everything.fp, everything.fn) == (3, 2, 0)
+    half = claims.counts_at(0.5)
+    assert (half.tp, half.fp, half.fn) == (2, 1, 1) and half.f1 == pytest.approx(4 / 6)
+    # F1 by threshold: 0.9 -> 2/4, 0.8 -> 2/5, 0.6 -> 4/6, 0.3 -> 4/7, 0.1 -> 6/8: the best keeps all.
+    threshold, best = claims.best_f1_threshold()
+    assert threshold == pytest.approx(0.1) and best.f1 == pytest.approx(6 / 8)
+    preds[-1] = spot(299.0, conf=0.05, model="m")
+    preds.append(spot(500.0, conf=0.05))  # a tie at the lowest confidence: both come in together
+    claims = claim_truths(frame_from_detections(preds, vocab=vocab), frame_from_detections(truths, vocab=vocab), 3.0)
+    threshold, best = claims.best_f1_threshold()  # 0.6 -> 4/6 beats 0.05 -> 6/9
+    assert threshold == pytest.approx(0.6) and best.f1 == pytest.approx(4 / 6)

@@ -117,6 +117,30 @@ class TruthClaims:
     order: np.ndarray
     truth_order: np.ndarray
 
+    def counts_at(self, threshold: float) -> Counts:
+        """TP / FP / FN over every label of the predictions with ``confidence >= threshold``.
+
+        The claims are made in descending confidence, so dropping the less confident predictions
+        leaves the claims of the others as they are: the counts at any threshold come from one pass.
+        """
+        keep = self.predictions.conf >= threshold
+        hit = self.claimed >= 0
+        tp = int(np.count_nonzero(hit & keep))
+        return Counts(tp, int(np.count_nonzero(~hit & keep)), len(self.used) - tp)
+
+    def best_f1_threshold(self) -> tuple[float, Counts]:
+        """The confidence threshold with the highest overall F1 (the higher one on a tie) and its counts."""
+        conf = self.predictions.conf
+        if conf.size == 0:
+            return 0.0, Counts(0, 0, len(self.used))
+        order = np.argsort(-conf, kind="stable")
+        hits = (self.claimed[order] >= 0).astype(np.int64)
+        tp, fp = np.cumsum(hits), np.cumsum(1 - hits)
+        last = np.r_[np.flatnonzero(np.diff(conf[order]) != 0), conf.size - 1]  # last index of each confidence
+        f1 = 2 * tp[last] / (2 * tp[last] + fp[last] + (len(self.used) - tp[last]))
+        best = int(last[int(np.argmax(f1))])  # argmax takes the first maximum: the highest threshold
+        return float(conf[order][best]), Counts(int(tp[best]), int(fp[best]), len(self.used) - int(tp[best]))
+
     def counts_per_label(self) -> dict[str, Counts]:
         """TP / FP / FN per label (labels without any left out)."""
         n_labels = len(self.predictions.vocab.labels)

@@ -93,10 +93,34 @@ def format_table(result: EnsembleResult) -> str:
         if label == OVERALL:
             lines.append("-" * len(head))
         lines.append(f"{shown:<{width}}  {n_gt:>5}  " + "".join(parts))
-    lines.append(f"F1 at {result.options.tolerance_s:g} s; AP-t / AP-l: SoccerNet average-mAP tight (1-5 s) / "
-                 f"loose (5-60 s); overall AP is the mean over the {len(result.options.classes)} classes of the "
-                 "class list (a class without ground truth scores 0)")
+    lines.append(f"F1 at {result.options.tolerance_s:g} s over every prediction (no confidence threshold); AP-t / "
+                 f"AP-l: SoccerNet average-mAP tight (1-5 s) / loose (5-60 s); overall AP is the mean over the "
+                 f"{len(result.options.classes)} classes of the class list (a class without ground truth scores 0)")
+    for m, entry in f1_thresholds(result).items():
+        fixed, best = entry["fixed"], entry["best"]
+        lines.append(f"F1 of {m}: {_fmt(fixed['f1'])} at confidence >= {fixed['threshold']:g}; best "
+                     f"{_fmt(best['f1'])} at confidence >= {best['threshold']:.4g}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+#: The fixed confidence threshold F1 is also reported at (beside the best one per model).
+F1_FIXED_THRESHOLD = 0.5
+
+
+def f1_thresholds(result: EnsembleResult) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per scored model, overall F1 at :data:`F1_FIXED_THRESHOLD` and at its best-F1 threshold."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for m in result.scored_models:
+        score = result.scores.get(m)
+        if score is None:
+            continue
+        threshold, counts = score.claims.best_f1_threshold()
+        fixed = score.claims.counts_at(F1_FIXED_THRESHOLD)
+        out[m] = {"fixed": {"threshold": F1_FIXED_THRESHOLD, "f1": fixed.f1, "precision": fixed.precision,
+                            "recall": fixed.recall},
+                  "best": {"threshold": threshold, "f1": counts.f1, "precision": counts.precision,
+                           "recall": counts.recall}}
+    return out
 
 
 def summary(result: EnsembleResult, files: Sequence[str] = ()) -> dict[str, Any]:
@@ -112,6 +136,7 @@ def summary(result: EnsembleResult, files: Sequence[str] = ()) -> dict[str, Any]
         else:
             per_model["per_class"][r.label] = entry
     return {
+        "f1_thresholds": f1_thresholds(result),
         "run_id": result.run_id,
         "params": result.options.params(),
         "videos": {"with_predictions": len(result.input_videos()), "scored": len(result.scored_videos)},
