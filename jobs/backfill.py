@@ -166,6 +166,24 @@ def _validate_where(table: Any, where: str | None) -> None:
         raise BackfillError(f"invalid --where {where!r}: {err}") from err
 
 
+#: Rows that have a video file (``has_video`` is false for rows registered from labels only; NULL, in
+#: tables written before the column existed, means a video).
+WITH_VIDEO = "(has_video IS NULL OR has_video = true)"
+
+
+def with_video_scope(table: Any, opts: BackfillOptions, log: Callable[[str], None]) -> BackfillOptions:
+    """``opts`` restricted to rows with a video file when ``table`` has rows registered from labels only
+    (``vw ingest --format soccernet --labels-only``); says how many rows that leaves out."""
+    if "has_video" not in table.schema.names:
+        return opts
+    without = _count(table, " AND ".join(filter(None, [f"({opts.where})" if opts.where else None,
+                                                       "has_video = false"])))
+    if not without:
+        return opts
+    log(f"backfill {table.name}: {without} rows have no video file (registered from labels only): skipped")
+    return replace(opts, where=" AND ".join(filter(None, [f"({opts.where})" if opts.where else None, WITH_VIDEO])))
+
+
 def _where_for(missing: str, opts: BackfillOptions) -> str | None:
     parts = []
     if opts.where:
@@ -366,12 +384,15 @@ def run_backfill(
         table = open_stage_table(conn, stage)  # a handle per stage: stages may run in parallel threads
         changed = ensure_columns(table, pairs, opts, spec)
         runs.append(StageRun(stage, table, spec, pairs, changed))
-    plans = {id(run): _plan(run.table, run.main()[0], opts, run.changed.get(run.main()[0], True)) for run in runs}
+    scoped = {id(run): with_video_scope(run.table, opts, log) for run in runs}
+    plans = {id(run): _plan(run.table, run.main()[0], scoped[id(run)], run.changed.get(run.main()[0], True))
+             for run in runs}
     jobs = [run for run in runs if plans[id(run)].needs_job]
 
     def main_column(run: StageRun) -> ColumnReport:
         col = run.main()[0]
-        return _backfill_one(run.table, col, run.spec, opts, plans[id(run)], log=log, conn=conn, display=display)
+        return _backfill_one(run.table, col, run.spec, scoped[id(run)], plans[id(run)], log=log, conn=conn,
+                             display=display)
 
     firsts = {id(run): main_column(run) for run in runs if run not in jobs}
     if jobs:
@@ -387,7 +408,7 @@ def run_backfill(
                         firsts[key] = future.result()
     # Derived columns once every job has committed: their merges rewrite the table's fragments,
     # which would make a job still running on the same table commit-conflict and run again.
-    reports = {id(run): [firsts[id(run)], *_fill_derived(run, opts, log)] for run in runs}
+    reports = {id(run): [firsts[id(run)], *_fill_derived(run, scoped[id(run)], log)] for run in runs}
     return [r for run in runs for r in reports[id(run)]]
 
 

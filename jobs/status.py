@@ -36,12 +36,25 @@ class TableStatus:
     abandoned_jobs: list[dict[str, Any]] = field(default_factory=list)
     #: Indexes of the table: name, columns, type, indexed_rows, unindexed_rows.
     indexes: list[dict[str, Any]] = field(default_factory=list)
+    #: Rows registered from labels only (no video file); the stages skip them, and they are not missing.
+    without_video: int = 0
 
 
-def column_status(table: Any, column: str) -> ColumnStatus:
-    """Filled / missing / failed counts and the last errors of ``column``."""
+#: Rows registered from a dataset's labels only (``vw ingest --format soccernet --labels-only``).
+WITHOUT_VIDEO = "has_video = false"
+
+
+def without_video(table: Any) -> int:
+    """Rows of ``table`` that have no video file (0 for a table without the ``has_video`` column)."""
+    return table.count_rows(WITHOUT_VIDEO) if "has_video" in table.schema.names else 0
+
+
+def column_status(table: Any, column: str, skipped: int = 0) -> ColumnStatus:
+    """Filled / missing / failed counts and the last errors of ``column`` (``skipped``: the table has rows
+    without a video file, which are neither filled nor missing)."""
     rows = table.count_rows()
-    missing = table.count_rows(missing_filter(table, column)) if rows else 0
+    null = missing_filter(table, column)
+    missing = table.count_rows(f"({null}) AND NOT ({WITHOUT_VIDEO})" if skipped else null) if rows else 0
     errors = errors_of(table, column)
     meta = field_spec(table, column)
     model = f"{meta.get('vw.name', '?')} [{meta.get('vw.profile', '?')}]"
@@ -50,7 +63,7 @@ def column_status(table: Any, column: str) -> ColumnStatus:
     return ColumnStatus(
         column=column,
         model=model,
-        filled=rows - missing,
+        filled=rows - missing - skipped,
         missing=missing,
         failed=len(failed_rows(table, column, errors)) if missing else 0,
         last_errors=recent_errors(table, column, limit=5),
@@ -61,11 +74,13 @@ def table_status(conn: Any, name: str) -> TableStatus:
     """Status of one table of the warehouse."""
     table = conn.open_table(name)
     active = classify(conn, name)
+    skipped = without_video(table)
     return TableStatus(
         table=name,
         rows=table.count_rows(),
         version=table.version,
-        columns=[column_status(table, c) for c in computed_columns(table)],
+        columns=[column_status(table, c, skipped) for c in computed_columns(table)],
+        without_video=skipped,
         running_jobs=[j.job_id for j in active if j.state != "abandoned"],
         abandoned_jobs=[j.as_dict() for j in active if j.state == "abandoned"],
         indexes=index_states(table),

@@ -710,7 +710,7 @@ def merge_row(
     """The base-column row to write for one video (the field-merge rule)."""
     entry = probed.entry
     stored = stored or {}
-    row: dict[str, Any] = {"video_id": probed.video_id, "uri": entry.uri, "ingested_at": now}
+    row: dict[str, Any] = {"video_id": probed.video_id, "uri": entry.uri, "ingested_at": now, "has_video": True}
     row.update(probed.facts)
     for name in KEPT_WHEN_MISSING:
         value = getattr(entry, name)
@@ -834,6 +834,28 @@ def ingest(
     inserted, updated = _write(table, rows, allow_insert=not _required_extra_columns(table))
     failures.extend(_sync_video_bytes(table, rows, stored, store_bytes))
     return IngestReport(inserted, updated, failures, int(table.version))
+
+
+def register_without_video(table: Any, entries: Sequence[IngestEntry]) -> IngestReport:
+    """Register ``entries`` (each with its ``video_id``) as rows without a video file: ``has_video`` false,
+    no probed facts. Rows already in the table are left as they are (a video ingested earlier stays);
+    re-running inserts nothing twice."""
+    entries = [e for e in entries if e.video_id]
+    if not entries:
+        return IngestReport(0, 0, [], int(table.version))
+    ensure_base_columns(table)
+    stored = _stored_rows(table, [e.video_id for e in entries])
+    now = dt.datetime.now(dt.UTC)
+    rows = [{"video_id": e.video_id, "uri": e.uri, "source": e.source, "split": e.split, "caption": e.caption,
+             "captions": e.captions, "category": e.category, "start_s": e.start_s, "end_s": e.end_s,
+             "metadata": _merge_metadata(None, e.metadata), "ingested_at": now, "has_video": False}
+            for e in entries if e.video_id not in stored]
+    if not rows or _required_extra_columns(table):
+        return IngestReport(0, 0, [], int(table.version))
+    present = set(table.schema.names)
+    data = pa.Table.from_pylist(rows, schema=pa.schema([f for f in VIDEOS_SCHEMA if f.name in present]))
+    result = table.merge_insert("video_id").when_not_matched_insert_all().execute(data)
+    return IngestReport(int(result.num_inserted_rows), 0, [], int(table.version))
 
 
 def _sync_video_bytes(table: Any, rows: list[dict], stored: dict[str, dict], store_bytes: bool) -> list[IngestFailure]:

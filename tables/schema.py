@@ -25,6 +25,9 @@ VIDEOS_SCHEMA = pa.schema(
         pa.field("end_s", pa.float64()),
         pa.field("metadata", pa.string()),
         pa.field("ingested_at", pa.timestamp("us", tz="UTC")),
+        # False for a row registered from a dataset's labels only (no video file; the video stages skip it);
+        # NULL in tables written before the column existed, which means a video.
+        pa.field("has_video", pa.bool_()),
     ]
 )
 

@@ -87,3 +87,31 @@ def test_malformed_predictions_are_named_and_the_rest_imported(tmp_path: Path) -
                     ("league/2020-2021/game one/1", 10.5, "Corner", 0.25)}
     code, out = _vw("export-predictions", "--model", "nobody", "--out", tmp_path / "x", "--db", db)
     assert code == 2 and "no events of model 'nobody'" in out
+
+
+def test_labels_without_videos_score_predictions(tmp_path: Path) -> None:
+    games = synth_games(3, n_games=2)
+    labels = write_labels(tmp_path / "SoccerNet", games)  # labels only: no video file anywhere
+    predictions = write_predictions(tmp_path / "preds", {g.path: g.predictions["qwen"] for g in games})
+    db = str(tmp_path / "wh")
+    code, out = _vw("ingest", "--format", "soccernet", labels, "--db", db)
+    assert code == 1 and "--labels-only registers the labels without videos" in out  # without the flag
+    for _ in range(2):  # idempotent
+        code, out = _vw("ingest", "--format", "soccernet", "--labels-only", labels, "--db", db)
+        assert code == 0, out
+    assert "registered from labels only" in out and "0 new" in out
+    n_truth = sum(len(g.annotations) for g in games)
+    assert f"events: {n_truth} ground-truth events written" in out
+    code, out = _vw("status", "--db", db)
+    assert "videos: 4 rows (4 without a video file: labels only, skipped by the stages)" in out, out
+    code, out = _vw("backfill", "video_embedding", "--models", "tiny", "--db", db)
+    assert code == 0, out
+    assert "4 rows have no video file (registered from labels only): skipped" in out
+    assert "nothing to compute (0 of 0 rows computed)" in out
+    code, out = _vw("import-predictions", "--format", "soccernet", "--model", "qwen", predictions, "--db", db)
+    assert code == 0, out
+    code, out = _vw("ensemble", "--models", "qwen", "--db", db)
+    assert code == 0 and "qwen scored alone" in out and "4 with ground truth" in out, out
+    official = _official(labels, predictions, "loose")["a_mAP"]
+    result = run_ensemble(connect(db), EnsembleOptions(models=["qwen"]), write=False)
+    assert abs(result.scores["qwen"].loose.overall - official) < PARITY

@@ -33,6 +33,10 @@ def ingest(
     store_bytes: Annotated[
         bool, typer.Option("--store-bytes", help="Also store each video's bytes in the table (blob column `video`).")
     ] = False,
+    labels_only: Annotated[
+        bool, typer.Option("--labels-only", help="With --format soccernet: register each half and its ground truth "
+                           "without video files (the video stages skip such rows).")
+    ] = False,
     db: DbOpt = None,
 ) -> None:
     """Register videos in the `videos` table (probing container headers; re-ingest is idempotent)."""
@@ -40,8 +44,10 @@ def ingest(
         raise OptionError("--store-bytes applies to plain ingest, not to --format")
     if fmt is not None:
         code = ingest_dataset(connect(db, create=True), fmt, inputs, source, split, videos_root, limit,
-                              validation_ratio, seed)
+                              validation_ratio, seed, labels_only)
         raise typer.Exit(code)
+    if labels_only:
+        raise OptionError("--labels-only applies with --format (a dataset's labels)")
     if videos_root is not None or limit is not None:
         raise OptionError("--videos-root and --limit apply only with --format")
     from tables.connection import open_videos
@@ -69,6 +75,7 @@ def ingest_dataset(
     limit: int | None,
     validation_ratio: float,
     seed: int,
+    labels_only: bool = False,
 ) -> int:
     """`vw ingest --format NAME PATH`: prints one line per failure and a summary; returns the exit code."""
     from tables.datasets import DatasetOptions
@@ -78,13 +85,16 @@ def ingest_dataset(
         raise OptionError(f"--format {fmt} reads exactly one PATH (its annotation file or folder), got {len(inputs)}")
     if source is not None or split is not None:
         raise OptionError("--source and --split do not apply with --format (the dataset decides them)")
-    options = DatasetOptions(videos_root=videos_root, limit=limit, validation_ratio=validation_ratio, seed=seed)
+    options = DatasetOptions(videos_root=videos_root, limit=limit, validation_ratio=validation_ratio, seed=seed,
+                             labels_only=labels_only)
     report = ingest_annotations(conn, fmt, inputs[0], options, progress=progress("probing"))
     for failure in report.failures:
         echo_err(f"FAILED {failure.input}: {failure.reason}")
+    missing = "registered from labels only (no video files)" if labels_only else \
+        f"{report.missing} without a video file"
     typer.echo(
-        f"ingest {fmt}: {report.records} records read, {report.selected} selected, {report.missing} without "
-        f"a video file; {report.ingest.inserted} new, {report.ingest.updated} updated, "
+        f"ingest {fmt}: {report.records} records read, {report.selected} selected, {missing}; "
+        f"{report.ingest.inserted} new, {report.ingest.updated} updated, "
         f"{len(report.failures)} failed; videos table version {report.ingest.table_version}"
     )
     if report.events:

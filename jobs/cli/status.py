@@ -32,7 +32,9 @@ def status(
     if not tables:
         typer.echo(f"warehouse {conn.uri}: no tables yet (run `vw ingest PATHS...`)")
     for t in tables:
-        typer.echo(f"{t.table}: {t.rows} rows, version {t.version}")
+        apart = f" ({t.without_video} without a video file: labels only, skipped by the stages)" \
+            if t.without_video else ""
+        typer.echo(f"{t.table}: {t.rows} rows{apart}, version {t.version}")
         for c in t.columns:
             typer.echo(f"  {c.column}: {c.filled} filled, {c.missing} missing, {c.failed} failed  ({c.model})")
             for e in c.last_errors:

@@ -30,7 +30,14 @@ from tables.datasets import llava_video, msrvtt, panda70m, soccernet, vatex, web
 from tables.datasets.records import DatasetRecord, ReadResult, has_scheme, parent_of
 from tables.datasets.split import assign_split, check_ratio, limit_keys
 from tables.events import GROUND_TRUTH, open_events, scope_filter, write_events
-from tables.ingest import IngestFailure, IngestReport, canonical_uri, ingest, stored_video_ids
+from tables.ingest import (
+    IngestFailure,
+    IngestReport,
+    canonical_uri,
+    ingest,
+    register_without_video,
+    stored_video_ids,
+)
 from udfs.errors import SettingError
 
 #: Format name -> adapter module (each has ``SOURCE``, ``NAMING`` and ``read(path, videos_root)``;
@@ -53,6 +60,7 @@ class DatasetOptions:
     limit: int | None = None
     validation_ratio: float = 0.1
     seed: int = 0
+    labels_only: bool = False  # register rows and ground truth without looking for video files
 
 
 @dataclass
@@ -128,7 +136,8 @@ def locate(records: list[DatasetRecord], naming: str,
         else:
             reason = f"video file not found: {record.entry.uri} (expected at {naming})"
             if record.events:
-                reason += f"; its {len(record.events)} ground-truth events were not written"
+                reason += (f"; its {len(record.events)} ground-truth events were not written (--labels-only "
+                           "registers the labels without videos)")
             missing.append(IngestFailure(record.entry.origin or record.video_id, reason))
     return found, missing
 
@@ -177,9 +186,16 @@ def ingest_dataset(
     module = adapter(fmt)
     result = read_dataset(fmt, path, options.videos_root)
     chosen = select(result.records, options.limit, options.seed)
+    table = open_videos(conn)
+    if options.labels_only:
+        if not getattr(module, "GROUND_TRUTH_EVENTS", False):
+            raise SettingError(f"--labels-only applies to formats with ground-truth labels (soccernet), not {fmt!r}")
+        present = with_splits(chosen, options.validation_ratio, options.seed)
+        report = register_without_video(table, [r.entry for r in present])
+        events = _write_ground_truth(conn, table, present)
+        return DatasetReport(fmt, len(result.records), len(chosen), 0, report, events, [*result.failures])
     present, missing = locate(chosen, module.NAMING)
     present = with_splits(present, options.validation_ratio, options.seed)
-    table = open_videos(conn)
     report = ingest(table, [r.entry for r in present], progress=progress)
     failures = [*result.failures, *missing, *report.failures]
     events = 0
