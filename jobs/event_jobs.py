@@ -392,6 +392,26 @@ def import_predictions(conn: Any, model: str, files: Sequence[str], video_id: st
     return report
 
 
+def delete_events(conn: Any, models: Sequence[str], where: str | None = None) -> int:
+    """Delete the events of ``models`` (those matching ``where``) in one commit; returns how many."""
+    if not models:
+        raise EventsError("name the models whose events are deleted")
+    table = open_events(conn, create=False)
+    condition = scope_filter(list(models))
+    if where:
+        condition = f"({condition}) AND ({where})"
+    try:
+        count = table.count_rows(condition)
+    except Exception as err:  # noqa: BLE001 - a bad filter is the user's to fix
+        raise EventsError(f"bad --where filter {where!r}: {err}") from None
+    if count == 0:
+        known = sorted(set(table.to_lance().to_table(columns=["model"]).column("model").to_pylist()))
+        raise EventsError(f"no events of {', '.join(models)}" + (f" match {where!r}" if where else "")
+                          + f"; models with events: {', '.join(known) or 'none'}")
+    table.delete(condition)
+    return count
+
+
 # ------------------------------------------------------------------------------------ reading
 
 OUTPUT_COLUMNS = ["video_id", "model", "time_s", "label", "team", "confidence", "details", "window_id", "run_id"]

@@ -115,3 +115,26 @@ def test_labels_without_videos_score_predictions(tmp_path: Path) -> None:
     official = _official(labels, predictions, "loose")["a_mAP"]
     result = run_ensemble(connect(db), EnsembleOptions(models=["qwen"]), write=False)
     assert abs(result.scores["qwen"].loose.overall - official) < PARITY
+
+
+def test_events_of_a_model_are_deleted_in_one_commit(tmp_path: Path) -> None:
+    games = synth_games(4, n_games=1)
+    db = str(tmp_path / "wh")
+    conn = connect(db)
+    write_events(open_events(conn), events_of(games))
+    table = open_events(conn)
+    qwen, llava = table.count_rows("model = 'qwen'"), table.count_rows("model = 'llava'")
+    version = table.version
+    code, out = _vw("events", "--delete", "--models", "qwen", "--where", "confidence < 0.5", "--db", db)
+    low = sum(p.confidence < 0.5 for p in games[0].predictions["qwen"])
+    assert code == 0 and f"deleted {low} events of qwen matching confidence < 0.5" in out, out
+    table.checkout_latest()
+    assert table.version == version + 1 and table.count_rows("model = 'qwen'") == qwen - low
+    code, out = _vw("events", "--delete", "--models", "qwen", "--db", db)
+    assert code == 0 and f"deleted {qwen - low} events of qwen" in out
+    table.checkout_latest()
+    assert table.count_rows("model = 'qwen'") == 0 and table.count_rows("model = 'llava'") == llava
+    code, out = _vw("events", "--delete", "--models", "qwen", "--db", db)
+    assert code == 2 and "no events of qwen; models with events: ground_truth, llava" in out
+    code, out = _vw("events", "--delete", "--db", db)
+    assert code == 2 and "--delete needs --models" in out

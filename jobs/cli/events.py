@@ -52,8 +52,12 @@ def events_cmd(
                            "(only videos whose events changed are rewritten).")
     ] = False,
     models: Annotated[
-        str | None, typer.Option(help="With --refresh: comma-separated detector models (default: every column).")
+        str | None, typer.Option(help="With --refresh: comma-separated detector models (default: every column); "
+                                 "with --delete: the models whose events are deleted.")
     ] = None,
+    delete: Annotated[
+        bool, typer.Option("--delete", help="Delete the events of --models (those matching --where) in one commit.")
+    ] = False,
     dedup_window: Annotated[
         float, typer.Option(help="With --refresh: events of one label closer than this many seconds are one event.")
     ] = 3.0,
@@ -70,6 +74,15 @@ def events_cmd(
     )
 
     conn = connect(db)
+    if delete:
+        from jobs.event_jobs import delete_events
+
+        if refresh or not models:
+            raise OptionError("--delete needs --models NAME[,NAME] (and no --refresh)")
+        deleted = delete_events(conn, split_names(models), where)
+        typer.echo(f"deleted {deleted} events of {', '.join(split_names(models))}"
+                   + (f" matching {where}" if where else ""))
+        return
     if refresh:
         for r in refresh_detection_events(conn, split_names(models) or None, dedup_window_s=dedup_window):
             tag = " [RANDOM WEIGHTS: pipeline check only]" if r.random_weights else ""
