@@ -351,10 +351,27 @@ def load_video_map(path: str) -> dict[str, str]:
     return {str(k): v for k, v in data.items()}
 
 
+def known_videos(conn: Any, ids: Iterable[str]) -> set[str]:
+    """Those of ``ids`` that are rows of the ``videos`` table (none when it does not exist)."""
+    from tables.connection import open_videos, table_exists
+    from tables.ingest import stored_video_ids
+    from tables.names import VIDEOS
+
+    ids = list(ids)
+    if not ids or not table_exists(conn, VIDEOS):
+        return set()
+    return stored_video_ids(open_videos(conn, create=False), ids)
+
+
+UNKNOWN_VIDEO_HINT = "ingest it first (or its labels: vw ingest --format soccernet --labels-only), or pass " \
+    "--allow-unknown-videos to keep the events anyway"
+
+
 def import_predictions(conn: Any, model: str, files: Sequence[str], video_id: str | None = None,
                        video_map: dict[str, str] | None = None, time_offset_s: float = 0.0,
-                       dedup_window_s: float = DEFAULT_DEDUP_S) -> ImportReport:
-    """Import prediction files into ``events`` (see the module documentation)."""
+                       dedup_window_s: float = DEFAULT_DEDUP_S, allow_unknown_videos: bool = False) -> ImportReport:
+    """Import prediction files into ``events`` (see the module documentation); a file whose video is not
+    in the warehouse is refused (a problem naming the file and the id) unless ``allow_unknown_videos``."""
     if not model or not model.strip():
         raise EventsError("the model name is empty")
     if model == GROUND_TRUTH:
@@ -365,11 +382,22 @@ def import_predictions(conn: Any, model: str, files: Sequence[str], video_id: st
         raise EventsError(f"the time offset must be a finite number of seconds, got {time_offset_s}")
     report = ImportReport(model)
     per_video: dict[str, list[Event]] = {}
+    targets: dict[str, str | EventsError] = {}
     for path in files:
         try:
-            vid = _video_for(path, video_id, video_map)
-        except ValueError as err:
-            report.problems.append(f"{path}: {err}")
+            targets[path] = _video_for(path, video_id, video_map)
+        except EventsError as err:
+            targets[path] = err
+    ids = [v for v in targets.values() if isinstance(v, str)]
+    known = set(ids) if allow_unknown_videos else known_videos(conn, ids)
+    for path in files:  # problems in file order
+        vid = targets[path]
+        if isinstance(vid, EventsError):
+            report.problems.append(f"{path}: {vid}")
+            continue
+        if vid not in known:
+            how = "--video-id" if video_id else ("the video map" if video_map is not None else "its file name")
+            report.problems.append(f"{path}: video {vid!r} (from {how}) is not in the warehouse: {UNKNOWN_VIDEO_HINT}")
             continue
         events = read_predictions_file(path, model, vid, time_offset_s, report)
         per_video.setdefault(vid, []).extend(events)

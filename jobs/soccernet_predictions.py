@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from jobs.atomic_files import atomic_write
-from jobs.event_jobs import IMPORT_RUN, EventsError, ImportReport, deduplicate, query_events
+from jobs.event_jobs import (
+    IMPORT_RUN,
+    UNKNOWN_VIDEO_HINT,
+    EventsError,
+    ImportReport,
+    deduplicate,
+    known_videos,
+    query_events,
+)
 from tables.datasets.soccernet import HALVES, half_video_id
 from tables.events import GROUND_TRUTH, Event, ensure_event_indexes, open_events, scope_filter, write_events
 
@@ -133,9 +141,12 @@ def read_spotting_file(path: str, folder_game: str | None, model: str,
     return game, events
 
 
-def import_soccernet_predictions(conn: Any, model: str, paths: Sequence[str],
-                                 dedup_window_s: float | None = None) -> ImportReport:
-    """Import SoccerNet results files (folders or files) as ``model``'s events; see the module docstring."""
+def import_soccernet_predictions(conn: Any, model: str, paths: Sequence[str], dedup_window_s: float | None = None,
+                                 allow_unknown_videos: bool = False) -> ImportReport:
+    """Import SoccerNet results files (folders or files) as ``model``'s events; see the module docstring.
+
+    A game with neither half in the warehouse is refused (a problem naming the file and the ids looked
+    for) unless ``allow_unknown_videos``."""
     if not model or not model.strip():
         raise EventsError("the model name is empty")
     if model == GROUND_TRUTH:
@@ -145,10 +156,18 @@ def import_soccernet_predictions(conn: Any, model: str, paths: Sequence[str],
         raise EventsError(f"no {RESULTS_FILE} file in {', '.join(map(str, paths))}")
     report = ImportReport(model)
     per_game: dict[str, list[Event]] = {}
-    for path, folder_game in files:
-        game, events = read_spotting_file(path, folder_game, model, report)
-        if game is not None:
-            per_game.setdefault(game, []).extend(events)
+    read = [(path, *read_spotting_file(path, folder_game, model, report)) for path, folder_game in files]
+    halves = [half_video_id(game, h) for _, game, _ in read if game is not None for h in HALVES]
+    known = set(halves) if allow_unknown_videos else known_videos(conn, halves)
+    for path, game, events in read:
+        if game is None:
+            continue
+        ids = [half_video_id(game, h) for h in HALVES]
+        if not known.intersection(ids):
+            report.problems.append(f"{path}: game {game!r} is not in the warehouse (looked for {ids[0]!r} and "
+                                   f"{ids[1]!r}): {UNKNOWN_VIDEO_HINT}")
+            continue
+        per_game.setdefault(game, []).extend(events)
     report.events_before_dedup = sum(len(v) for v in per_game.values())
     report.videos = sorted({e.video_id for events in per_game.values() for e in events})
     if not per_game:

@@ -228,7 +228,7 @@ def test_video_number_from_file_names() -> None:
 def test_import_seed_files_reports_bad_entries(tmp_path: Path, prediction_files: dict[str, Path]) -> None:
     db = str(tmp_path / "db")
     files = [str(prediction_files[k]) for k in ("final0", "gpu0", "broken", "unnamed")]
-    report = import_predictions(connect(db), "llava_seed", files)
+    report = import_predictions(connect(db), "llava_seed", files, allow_unknown_videos=True)
     final = str(prediction_files["final0"])
     assert report.problems[:5] == [
         f"{final}: entry 3: 'time' is not a number: 'abc'",
@@ -249,11 +249,13 @@ def test_import_seed_files_reports_bad_entries(tmp_path: Path, prediction_files:
     assert {r["run_id"] for r in query_events(connect(db)).to_pylist()} == {IMPORT_RUN}
 
     # importing again duplicates nothing; the other partial file of video 1 merges with the first
-    import_predictions(connect(db), "llava_seed", files)
+    import_predictions(connect(db), "llava_seed", files, allow_unknown_videos=True)
     assert _events(db) == expected
-    import_predictions(connect(db), "llava_seed", [str(prediction_files["gpu1"])])
+    import_predictions(connect(db), "llava_seed", [str(prediction_files["gpu1"])],
+                       allow_unknown_videos=True)
     together = str(tmp_path / "db2")
-    import_predictions(connect(together), "llava_seed", [str(prediction_files[k]) for k in ("gpu0", "gpu1")])
+    import_predictions(connect(together), "llava_seed", [str(prediction_files[k]) for k in ("gpu0", "gpu1")],
+                       allow_unknown_videos=True)
     video1 = [e for e in _events(db) if e[0] == "video_1"]
     assert video1 == _events(together) == [("video_1", "llava_seed", 12.0, "Foul", "home", 0.8),
                                            ("video_1", "llava_seed", 40.0, "Throw-in", "away", 0.9)]
@@ -264,16 +266,20 @@ def test_import_cli_with_explicit_video_and_offset(tmp_path: Path, prediction_fi
     runner = CliRunner()
     res = runner.invoke(app, ["import-predictions", "--model", "qwen7b", "--video-id", "england/game/1",
                               "--time-offset", "2", str(prediction_files["unnamed"]), "--db", db])
+    assert res.exit_code == 1  # the warehouse has no such video: refused, nothing written
+    assert "video 'england/game/1' (from --video-id) is not in the warehouse" in res.output
+    res = runner.invoke(app, ["import-predictions", "--allow-unknown-videos", "--model", "qwen7b", "--video-id",
+                              "england/game/1", "--time-offset", "2", str(prediction_files["unnamed"]), "--db", db])
     assert res.exit_code == 0, res.output
     assert "1 events -> 1 after de-duplication on 1 videos; 0 problems" in res.output
     assert _events(db) == [("england/game/1", "qwen7b", 7.0, "Offside", "away", 0.5)]
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"0": "england/game/2"}))
-    res = runner.invoke(app, ["import-predictions", "--model", "qwen7b", "--video-map", str(mapping),
-                              str(prediction_files["final0"]), str(prediction_files["gpu0"]), "--db", db])
+    res = runner.invoke(app, ["import-predictions", "--allow-unknown-videos", "--model", "qwen7b", "--video-map",
+                              str(mapping), str(prediction_files["final0"]), str(prediction_files["gpu0"]), "--db", db])
     assert res.exit_code == 1
     assert "NOT IMPORTED" in res.output and "video number 1 is not in the video map" in res.output
     assert [e[0] for e in _events(db)] == ["england/game/1", "england/game/2", "england/game/2"]
-    res = runner.invoke(app, ["import-predictions", "--model", "ground_truth", str(prediction_files["gpu0"]),
-                              "--db", db])
+    res = runner.invoke(app, ["import-predictions", "--allow-unknown-videos", "--model", "ground_truth",
+                              str(prediction_files["gpu0"]), "--db", db])
     assert res.exit_code == 2 and "reserved" in res.output

@@ -40,7 +40,11 @@ def test_round_trip_equals_the_official_evaluation(tmp_path: Path, seed: int) ->
     originals = {m: write_predictions(tmp_path / m, {g.path: g.predictions[m] for g in games}) for m in MODELS}
     db = str(tmp_path / "wh")
     conn = connect(db)
-    write_events(open_events(conn), [e for e in events_of(games) if e.model == GROUND_TRUTH])
+    code, out = _vw("import-predictions", "--format", "soccernet", "--model", "qwen", originals["qwen"], "--db", db)
+    assert code == 1 and "is not in the warehouse (looked for" in out and "--allow-unknown-videos" in out, out
+    code, out = _vw("ingest", "--format", "soccernet", "--labels-only", labels, "--db", db)  # the ground truth
+    assert code == 0, out
+    assert open_events(conn).count_rows(f"model = '{GROUND_TRUTH}'") == sum(len(g.annotations) for g in games)
     for model in MODELS:
         expected = sum(len(g.predictions[model]) for g in games)
         for _ in range(2):  # importing twice does not duplicate
@@ -74,7 +78,8 @@ def test_malformed_predictions_are_named_and_the_rest_imported(tmp_path: Path) -
     (tmp_path / "preds" / "broken").mkdir()
     (tmp_path / "preds" / "broken" / "results_spotting.json").write_text("{not json")
     db = str(tmp_path / "wh")
-    code, out = _vw("import-predictions", "--format", "soccernet", "--model", "m", tmp_path / "preds", "--db", db)
+    code, out = _vw("import-predictions", "--format", "soccernet", "--model", "m", tmp_path / "preds", "--db", db,
+                    "--allow-unknown-videos")
     assert code == 1
     file = game / "results_spotting.json"
     for i, reason in ((1, "'position' is not a number"), (2, "'half' '1' disagrees with gameTime '2 - 01:02'"),

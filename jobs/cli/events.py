@@ -124,6 +124,10 @@ def import_predictions_cmd(
         float | None, typer.Option(help="Events of one label closer than this many seconds are one event "
                                    "(default 3 for llava files; soccernet files are kept as they are unless given).")
     ] = None,
+    allow_unknown_videos: Annotated[
+        bool, typer.Option("--allow-unknown-videos", help="Keep events of videos the warehouse does not have "
+                           "(by default such files are refused).")
+    ] = False,
     db: DbOpt = None,
 ) -> None:
     """Load earlier pipelines' prediction files into `events` (parsed, de-duplicated, idempotent)."""
@@ -135,7 +139,8 @@ def import_predictions_cmd(
                               "their game and half")
         from jobs.soccernet_predictions import import_soccernet_predictions
 
-        report = import_soccernet_predictions(connect(db, create=True), model, [str(f) for f in files], dedup_window)
+        report = import_soccernet_predictions(connect(db, create=True), model, [str(f) for f in files], dedup_window,
+                                              allow_unknown_videos)
         for problem in report.problems:
             echo_err(f"NOT IMPORTED {problem}")
         dedup = "" if dedup_window is None else f" -> {report.events_written} after de-duplication"
@@ -148,7 +153,7 @@ def import_predictions_cmd(
         raise OptionError("pass either --video-id or --video-map, not both")
     mapping = load_video_map(str(video_map)) if video_map is not None else None
     report = import_predictions(connect(db, create=True), model, [str(f) for f in files], video_id, mapping,
-                                time_offset, dedup_window)
+                                time_offset, dedup_window, allow_unknown_videos)
     for problem in report.problems:
         echo_err(f"NOT IMPORTED {problem}")
     typer.echo(
