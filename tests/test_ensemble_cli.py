@@ -181,3 +181,17 @@ def test_silent_model_outside_labels_and_videos_without_truth(tmp_path: Path) ->
     assert "labels outside the class list" in out and "have no ground truth" in out
     summary = json.loads((report / "summary.json").read_text())
     assert summary["outside_class_list"]["qwen"] == {"Dance": 1} and summary["unscored_videos"] == ["x/1"]
+
+
+def test_the_first_run_says_it_compiles(warehouse: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from jobs.ensemble import kernels
+
+    monkeypatch.setattr(kernels, "kernels_to_compile", lambda: (["greedy_groups", "hard_nms"], "/some/cache"))
+    code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(warehouse))
+    assert code == 0 and "compiling the analysis kernels (2 numba functions; once per installation, cached in " \
+        "/some/cache)" in out
+    monkeypatch.undo()
+    names, folder = kernels.kernels_to_compile()
+    assert names == [] and folder is not None  # compiled and cached by the runs above
+    code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(warehouse))
+    assert "compiling" not in out

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from jobs.cli.common import DbOpt, OptionError, connect
+from jobs.cli.common import DbOpt, OptionError, connect, echo_err
 from jobs.ensemble.options import NmsMode
 from tables.names import GROUND_TRUTH
 from udfs.errors import VwError
@@ -79,6 +79,7 @@ def ensemble(
 ) -> None:
     """Match events across models, fuse them into one model, score all against the ground truth."""
     from jobs.ensemble import SOCCERNET_V2_CLASSES, EnsembleOptions, FusionOptions, run_ensemble
+    from jobs.ensemble.kernels import kernels_to_compile
     from jobs.ensemble.report import format_summary, format_table, timeline_videos, write_report
 
     options = EnsembleOptions(
@@ -90,7 +91,12 @@ def ensemble(
     )
     if max_timelines < 0:
         raise OptionError(f"--max-timelines must be >= 0, got {max_timelines}")
-    result = run_ensemble(connect(db), options)
+    conn = connect(db)
+    pending, cache = kernels_to_compile()
+    if pending:
+        echo_err(f"compiling the analysis kernels ({len(pending)} numba functions; once per installation, cached in "
+                 f"{cache}): a minute or two on 2 cores, seconds on later runs")
+    result = run_ensemble(conn, options)
     typer.echo(format_summary(result))
     typer.echo("")
     typer.echo(format_table(result))

@@ -10,6 +10,7 @@ the kernels only run them fast.
 from __future__ import annotations
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -585,3 +586,22 @@ def json_sources(head_data: np.ndarray, head_starts: np.ndarray, head: np.ndarra
                 at += 1
         at = _put(out, at, _SOURCES_TAIL, 0, len(_SOURCES_TAIL))
     return offsets, out
+
+
+def kernels_to_compile() -> tuple[list[str], str | None]:
+    """The compiled loops with no on-disk cache yet (numba compiles them on first use: a minute or two
+    on 2 cores, once per installation), and the cache folder; ``([], None)`` when numba cannot say."""
+    names: list[str] = []
+    folder: str | None = None
+    try:
+        for name, value in globals().items():
+            cache = getattr(value, "_cache", None)
+            index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+            if index is None:
+                continue
+            folder = str(cache._cache_path)
+            if not os.path.exists(index):
+                names.append(name)
+    except Exception:  # noqa: BLE001 - numba's cache layout is internal: no message rather than a failure
+        return [], None
+    return names, folder
