@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -195,3 +196,16 @@ def test_the_first_run_says_it_compiles(warehouse: Path, monkeypatch: pytest.Mon
     assert names == [] and folder is not None  # compiled and cached by the runs above
     code, out = vw("ensemble", "--models", "qwen,llava", "--db", str(warehouse))
     assert "compiling" not in out
+
+
+def test_fused_events_of_two_runs_are_told_apart(warehouse: Path, tmp_path: Path) -> None:
+    db = str(tmp_path / "two-runs")
+    shutil.copytree(warehouse, db)
+    for run, tolerance in (("run-a", "3"), ("run-b", "5")):
+        code, out = vw("ensemble", "--models", "qwen,llava", "--run-id", run, "--tolerance", tolerance, "--db", db)
+        assert code == 0, out
+    code, out = vw("ensemble", "--models", "ensemble,qwen", "--name", "meta", "--db", db)
+    assert code == 2 and "model 'ensemble' has events of 2 runs in scope ('run-a', 'run-b')" in out, out
+    code, out = vw("ensemble", "--models", "ensemble,qwen", "--name", "meta", "--where",
+                   "model != 'ensemble' OR run_id = 'run-b'", "--db", db)
+    assert code == 0, out

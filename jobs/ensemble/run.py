@@ -194,6 +194,23 @@ def _check_models_present(table: Any, options: EnsembleOptions) -> None:
                                    f"'{options.ground_truth}' (models present: {present})")
 
 
+def _check_one_run_per_model(table: Any, models: Sequence[str], condition: str) -> None:
+    """Raise :class:`~jobs.ensemble.errors.EnsembleOptionsError` when an input model has events of several
+    runs in scope (two ensemble runs both write their fused events as the ensemble's name, say)."""
+    rows = table.to_lance().to_table(columns=["model", "run_id"], filter=f"({condition}) AND ({scope_filter(models)})")
+    pairs = pa.TableGroupBy(rows, ["model", "run_id"]).aggregate([]).to_pylist()
+    runs: dict[str, list[str]] = {}
+    for pair in pairs:
+        runs.setdefault(pair["model"], []).append(pair["run_id"] or "")
+    for model in models:
+        found = sorted(runs.get(model, []))
+        if len(found) > 1:
+            raise EnsembleOptionsError(
+                f"model '{model}' has events of {len(found)} runs in scope ({', '.join(map(repr, found))}): choose "
+                f"one, e.g. --where \"model != '{model}' OR run_id = '{found[0]}'\", or delete the others with "
+                f"`vw events --delete --models {model} --where \"run_id = '...'\"`")
+
+
 def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventFrame, list[str]]:
     """The input models' events and the ground truth, read from ``events`` with ``options.where``.
 
@@ -214,6 +231,7 @@ def load_events(conn: Any, options: EnsembleOptions) -> tuple[EventFrame, EventF
         _check_models_present(table, options)
         msg = lance_error_text(err, limit=2000)
         raise EnsembleOptionsError(f"bad where filter {options.where!r} on the events table: {msg}") from None
+    _check_one_run_per_model(table, options.models, condition)
     frame = frame_from_arrow(rows, wanted, ground_truth=options.ground_truth if options.score else None)
     if not np.bincount(frame.model, minlength=len(wanted)).all():
         _check_models_present(table, options)  # some model has no rows in scope: is it in the table at all?
