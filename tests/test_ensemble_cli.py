@@ -201,6 +201,7 @@ def test_the_first_run_says_it_compiles(warehouse: Path, monkeypatch: pytest.Mon
 def test_fused_events_of_two_runs_are_told_apart(warehouse: Path, tmp_path: Path) -> None:
     db = str(tmp_path / "two-runs")
     shutil.copytree(warehouse, db)
+    vw("events", "--delete", "--models", "ensemble", "--db", db)  # fused events of the earlier tests' runs, if any
     for run, tolerance in (("run-a", "3"), ("run-b", "5")):
         code, out = vw("ensemble", "--models", "qwen,llava", "--run-id", run, "--tolerance", tolerance, "--db", db)
         assert code == 0, out
