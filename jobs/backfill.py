@@ -287,7 +287,7 @@ def ray_session(
         with using_head(log) as head:
             log(f"local Ray: the warm head at {head.address} (started "
                 f"{_ago(time.time() - head.started)} ago; `vw ray stop` ends it)")
-            with joined_ray(head.address), conn.local_ray_context():
+            with joined_ray(head.address, env_vars=worker_env_vars()), conn.local_ray_context():
                 yield
         return
     with conn.local_ray_context():
@@ -299,7 +299,7 @@ def _ago(seconds: float) -> str:
 
 
 @contextlib.contextmanager
-def joined_ray(address: str) -> Iterator[None]:
+def joined_ray(address: str, env_vars: dict[str, str] | None = None) -> Iterator[None]:
     """Join the running Ray at ``address`` (``host:port`` or ``auto``) as a driver for the block.
 
     geneva's local context then runs its jobs there instead of starting a Ray of its own. A Ray
@@ -315,8 +315,10 @@ def joined_ray(address: str) -> Iterator[None]:
             f"RAY_ADDRESS={address!r} is a Ray client address: define the cluster (type ray) in the "
             "clusters file and use --cluster NAME, or give the GCS address host:port of a local Ray"
         )
+    # ``env_vars``: the command's settings for its workers (the warm head's own environment has none of
+    # them); a Ray of the user's (RAY_ADDRESS) gives its workers its own environment, as Ray does.
     ray.init(address=address, log_to_driver=True, logging_level=logging.INFO,
-             runtime_env={"env_vars": worker_env_vars()})
+             runtime_env={"env_vars": env_vars} if env_vars else None)
     try:
         yield
     finally:
