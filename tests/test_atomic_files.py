@@ -51,3 +51,14 @@ def test_vw_sql_out_into_a_new_folder(tmp_path: Path) -> None:
     assert out.exists() and _mode(out) == 0o666 & ~current_umask()
     done = runner.invoke(app, ["sql", "--db", str(db), "--format", "csv", "--out", "/proc/nope/q.csv", "SELECT 1"])
     assert done.exit_code == 2 and "cannot create the folder /proc/nope for q.csv" in done.output, done.output
+
+
+def test_table_cells_keep_both_ends_of_long_ids() -> None:
+    from jobs.cli.output import shorten
+
+    halves = [f"england_epl/2015-2016/2016-02-13 - 20-30 Chelsea 2 - 2 Swansea/{h}" for h in (1, 2)]
+    cut = [shorten(h, 40) for h in halves]
+    assert cut[0] != cut[1]
+    assert all(len(c) == 40 and c.endswith(f"Swansea/{h}") for c, h in zip(cut, (1, 2), strict=True))
+    assert cut[0].startswith("england_epl/2015-2016/2") and "..." in cut[0]
+    assert shorten("short", 40) == "short"

@@ -29,9 +29,20 @@ def _cell(value: Any) -> str:
         return ""
     if isinstance(value, float):
         return f"{value:.4f}"
-    text = json.dumps(value, default=str) if isinstance(value, list | dict) else str(value)
-    text = text.replace("\n", " ")
-    return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 3] + "..."
+    if isinstance(value, list | dict):
+        text = json.dumps(value, default=str).replace("\n", " ")
+        return text if len(text) <= _MAX_CELL else text[: _MAX_CELL - 3] + "..."
+    return shorten(str(value).replace("\n", " "), _MAX_CELL)
+
+
+def shorten(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters in the middle, so that both ends show: ids that differ only at
+    the end (``.../game/1`` and ``.../game/2``) stay told apart."""
+    if len(text) <= width:
+        return text
+    keep = width - 3
+    tail = keep // 3
+    return text[: keep - tail] + "..." + text[-tail:]
 
 
 def text_table(table: pa.Table) -> str:

@@ -21,6 +21,7 @@ Modules, from the bottom of the import graph to the top, the order data flows th
 ``run``          the driver: read ``events`` -> frame -> match -> fuse -> score -> rows -> write,
                  returning an :class:`EnsembleResult`
 ``report``       the terminal summary and table, the Markdown report, JSON summary and pictures
+``warmup``       ``python -m jobs.ensemble.warmup`` (``make install``): two small runs compile the kernels
 ---------------
 ``kernels``      the compiled (numba, cached on disk) greedy loops the steps above run on
 ``arrow_build``  Arrow arrays built from NumPy buffers (constant and string columns)
