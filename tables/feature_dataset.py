@@ -7,7 +7,7 @@
     ds = FrameFeatureDataset(where="source = 'webvid'", split="train", columns=["caption", "scenario"])
     loader = ds.loader(batch_size=32, num_workers=4, seed=0)   # shuffled, sharded by rank
     for epoch in range(3):
-        loader.sampler.set_epoch(epoch)
+        loader.set_epoch(epoch)
         for batch in loader:
             batch["features"]   # float32 [B, T_max, D], zero-padded
             batch["mask"]       # bool [B, T_max], True where a frame exists
@@ -150,14 +150,35 @@ class FrameFeatureDataset:
                rank: int | None = None, world_size: int | None = None, even: bool = False,
                **kwargs: Any) -> Any:
         """A ``DataLoader`` with :meth:`sampler` and :func:`pad_collate` (extra kwargs pass through)."""
-        from torch.utils.data import DataLoader
 
         if num_workers > 0:
             kwargs.setdefault("persistent_workers", True)
             # Lance is not fork-safe once used in the parent: workers start from a clean process.
             kwargs.setdefault("multiprocessing_context", "forkserver")
-        return DataLoader(self, batch_size=batch_size, sampler=self.sampler(seed, shuffle, rank, world_size, even),
-                          num_workers=num_workers, collate_fn=pad_collate, **kwargs)
+        return _feature_loader_class()(self, batch_size=batch_size,
+                                       sampler=self.sampler(seed, shuffle, rank, world_size, even),
+                                       num_workers=num_workers, collate_fn=pad_collate, **kwargs)
+
+
+_FEATURE_LOADER: Any = None
+
+
+def _feature_loader_class() -> Any:
+    """``DataLoader`` with ``set_epoch`` (as :class:`~tables.clip_dataset.ClipLoader` has): made on first use,
+    so importing this module does not import torch."""
+    global _FEATURE_LOADER
+    if _FEATURE_LOADER is None:
+        from torch.utils.data import DataLoader
+
+        class FeatureLoader(DataLoader):
+            """A ``DataLoader`` over a :class:`FrameFeatureDataset`; ``set_epoch`` selects the epoch's order."""
+
+            def set_epoch(self, epoch: int) -> None:
+                """Shuffle (and shard) for ``epoch``: the same order for a seed and epoch on every run."""
+                self.sampler.set_epoch(epoch)
+
+        _FEATURE_LOADER = FeatureLoader
+    return _FEATURE_LOADER
 
 
 def _is_number(value: Any) -> bool:

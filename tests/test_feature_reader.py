@@ -60,7 +60,7 @@ def test_every_row_once_per_epoch_across_ranks_and_workers(db: str) -> None:
     per_rank = []
     for rank in range(2):
         loader = ds.loader(batch_size=3, num_workers=2, seed=7, rank=rank, world_size=2)
-        loader.sampler.set_epoch(1)
+        loader.set_epoch(1)  # as ClipLoader.set_epoch
         ids = _ids(loader)
         per_rank.append(ids)
         seen.extend(ids)
