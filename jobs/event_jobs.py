@@ -265,16 +265,21 @@ def _video_for(path: str, video_id: str | None, video_map: dict[str, str] | None
     return f"video_{number}"
 
 
+def json_number(value: Any, what: str) -> float:
+    """``value`` (a JSON number, or a string holding one) as a float; :class:`EventsError` naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise EventsError(f"'{what}' is not a number: {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise EventsError(f"'{what}' is not a number: {value!r}") from None
+
+
 def _entry_time(entry: dict[str, Any], offset: float) -> float:
     if "time" not in entry:
         raise EventsError("no 'time'")
     t = entry["time"]
-    if isinstance(t, bool) or not isinstance(t, int | float | str):
-        raise EventsError(f"'time' is not a number: {t!r}")
-    try:
-        value = float(t)
-    except ValueError:
-        raise EventsError(f"'time' is not a number: {t!r}") from None
+    value = json_number(t, "time")
     if not math.isfinite(value) or value + offset < 0:
         raise EventsError(f"'time' must be a finite number of seconds >= 0 (after the offset), got {t!r}")
     return round(value + offset, 3)

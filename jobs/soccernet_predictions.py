@@ -39,6 +39,7 @@ from jobs.event_jobs import (
     EventsError,
     ImportReport,
     deduplicate,
+    json_number,
     known_videos,
     query_events,
 )
@@ -67,12 +68,7 @@ def spotting_files(paths: Sequence[str]) -> list[tuple[str, str | None]]:
 
 
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise EventsError(f"'{what}' is not a number: {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise EventsError(f"'{what}' is not a number: {value!r}") from None
+    number = json_number(value, what)
     if not math.isfinite(number) or number < 0:
         raise EventsError(f"'{what}' must be a finite number >= 0, got {value!r}")
     return number
