@@ -32,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jobs.atomic_files import atomic_write
+from jobs.ensemble.frame import file_order
 from jobs.event_jobs import (
     IMPORT_RUN,
     UNKNOWN_VIDEO_HINT,
@@ -206,7 +209,8 @@ def export_soccernet_predictions(conn: Any, model: str, out: str | Path, where: 
     report = SpottingExport(out=str(out))
     games: dict[str, list[dict[str, Any]]] = {}
     unplaced: dict[str, int] = {}
-    for row in rows.to_pylist():
+    entries = file_order(rows.column("metadata"))
+    for i, row in enumerate(rows.to_pylist()):
         game, _, half = row["video_id"].rpartition("/")
         if not game or half not in ("1", "2"):
             unplaced[row["video_id"]] = unplaced.get(row["video_id"], 0) + 1
@@ -216,14 +220,17 @@ def export_soccernet_predictions(conn: Any, model: str, out: str | Path, where: 
                 "position": str(int(round(row["time_s"] * 1000))), "half": half, "confidence": str(confidence)}
         if row["team"]:
             item["team"] = row["team"]
-        games.setdefault(game, []).append(item)
+        entry = None if entries is None or np.isnan(entries[i]) else float(entries[i])
+        games.setdefault(game, []).append((entry, confidence, item))
     for video, count in sorted(unplaced.items()):
         report.problems.append(f"video {video!r} ({count} events) is not a SoccerNet half "
                                "(<league>/<season>/<game>/<half>): not exported")
     for game in sorted(games):
-        # Ascending confidence: where two predictions share a half-second cell of a class, the official
-        # evaluation keeps the last one in the file, which is then the most confident, as `vw ensemble` does.
-        items = sorted(games[game], key=lambda p: (float(p["confidence"]), int(p["half"]), int(p["position"])))
+        # Where two predictions share a half-second cell of a class, the official evaluation keeps the last
+        # one in the file, and `vw ensemble` the last one of the file they were imported from, else the most
+        # confident: imported predictions keep their file's order, the others go in ascending confidence.
+        items = [p[2] for p in sorted(games[game], key=lambda p: (0, p[0], 0.0) if p[0] is not None
+                                      else (1, 0.0, p[1]))]
         target = Path(out).joinpath(*posixpath.normpath(game).split("/")) / RESULTS_FILE
         if not target.resolve().is_relative_to(Path(out).resolve()):
             report.problems.append(f"game {game!r} would be written outside {out}: not exported")

@@ -143,3 +143,41 @@ def test_events_of_a_model_are_deleted_in_one_commit(tmp_path: Path) -> None:
     assert code == 2 and "no events of qwen; models with events: ground_truth, llava" in out
     code, out = _vw("events", "--delete", "--db", db)
     assert code == 2 and "--delete needs --models" in out
+
+
+def test_same_cell_collisions_follow_the_file_order(tmp_path: Path) -> None:
+    """Two predictions of one class in one half-second cell: the official script keeps the last one of
+    the file, however confident; an import keeps both and the scoring follows the file's order."""
+    import random
+
+    games = synth_games(5, n_games=2)
+    labels = write_labels(tmp_path / "labels", games)
+    rng = random.Random(5)
+    for game in games:
+        items = []
+        for p in game.predictions["qwen"]:
+            item = {"gameTime": f"{p.half} - 00:00", "label": p.label, "position": str(p.position_ms),
+                    "half": str(p.half), "confidence": str(p.confidence)}
+            items.append(item)
+            if rng.random() < 0.4:  # a late, less confident duplicate in the same cell (and a few more confident)
+                cell_start = p.position_ms - p.position_ms % 500
+                other = min(p.confidence, 1.0) * rng.uniform(0.05, 0.6) if rng.random() < 0.8 else rng.random()
+                items.append({**item, "position": str(cell_start + rng.randint(0, 499)),
+                              "confidence": str(round(other, 4))})
+        rng.shuffle(items)  # any order: what counts is which one comes last in its cell
+        folder = tmp_path / "preds" / game.path
+        folder.mkdir(parents=True)
+        (folder / "results_spotting.json").write_text(json.dumps({"UrlLocal": game.path, "predictions": items}))
+    db = str(tmp_path / "wh")
+    assert _vw("ingest", "--format", "soccernet", "--labels-only", labels, "--db", db)[0] == 0
+    code, out = _vw("import-predictions", "--format", "soccernet", "--model", "qwen", tmp_path / "preds", "--db", db)
+    assert code == 0, out
+    result = run_ensemble(connect(db), EnsembleOptions(models=["qwen"]), write=False)
+    assert _vw("export-predictions", "--model", "qwen", "--out", tmp_path / "out", "--db", db)[0] == 0
+    for metric in ("tight", "loose"):
+        official = _official(labels, tmp_path / "preds", metric)
+        mine = getattr(result.scores["qwen"], metric)
+        assert abs(mine.overall - official["a_mAP"]) < 1e-9, metric
+        assert abs(mine.visible - official["a_mAP_visible"]) < 1e-9, metric
+        exported = _official(labels, tmp_path / "out", metric)
+        assert abs(exported["a_mAP"] - official["a_mAP"]) < 1e-9, metric

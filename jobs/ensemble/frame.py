@@ -92,6 +92,9 @@ class EventFrame:
     run_id: Column
     game: pa.Array | None = None  # per event (ground truth only): the game in the metadata
     half: np.ndarray | None = None  # per event (ground truth only): the half, -1 where not given
+    #: per event: its position in the file it was imported from (the ``entry`` of its metadata), NaN where it
+    #: has none; the official grid keeps the last prediction of a file in a cell, so the order matters there
+    order: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.time)
@@ -106,6 +109,7 @@ class EventFrame:
             event_id=self.event_id.subset(idx), team=self.team.subset(idx), run_id=self.run_id.subset(idx),
             game=None if self.game is None else self.game.take(arrow),
             half=None if self.half is None else self.half[idx],
+            order=None if self.order is None else self.order[idx],
         )
 
     def detections(self, idx: np.ndarray | None = None) -> list[Detection]:
@@ -224,7 +228,27 @@ def frame_from_arrow(table: pa.Table, models: Sequence[str], vocab: Vocab | None
                        Column(_flat(table.column("run_id"))))
     if ground_truth is not None and ground_truth in models:
         _read_truth_metadata(frame, table, models.index(ground_truth))
+    frame.order = file_order(table.column("metadata"))
     return frame
+
+
+_ENTRY = r'"entry": (?P<entry>\d+)'
+
+
+def file_order(metadata: pa.ChunkedArray | pa.Array) -> np.ndarray | None:
+    """Per event, the ``entry`` (position in the imported file) its metadata JSON records, NaN where
+    none; ``None`` when no event has one. Read with a regular expression over the JSON text (the
+    metadata is written with sorted keys), not by parsing every row."""
+    if len(metadata) == 0:
+        return None
+    if isinstance(metadata, pa.ChunkedArray):
+        metadata = metadata.combine_chunks()
+    matched = pc.match_substring_regex(metadata, _ENTRY)  # null metadata: null
+    if not pc.any(matched).as_py():
+        return None
+    found = pc.extract_regex(metadata, _ENTRY).field("entry")
+    found = pc.if_else(pc.fill_null(matched, False), found, pa.scalar(None, pa.string()))
+    return pc.cast(found, pa.float64()).to_numpy(zero_copy_only=False)
 
 
 def _recode(codes: np.ndarray, values: Sequence[str], target: Sequence[str], what: str,

@@ -10,8 +10,10 @@ Average-mAP follows ``SoccerNet.Evaluation.ActionSpotting`` exactly:
 
 - each video (one half of a game) is a grid of ``framerate`` cells per second, 2 hours long;
   an event at ``t`` seconds falls in cell ``int(framerate * t)`` (clamped to the last cell);
-- a class keeps one prediction per cell (the highest confidence; the official script keeps the
-  last one of its file) and one ground-truth event per cell (visible when any of those is);
+- a class keeps one prediction per cell: the last one of its file for predictions imported from
+  a file (as the official script, which overwrites cells in file order; the ``entry`` of the
+  event's metadata), else the highest confidence; and one ground-truth event per cell (visible
+  when any of those is);
 - for each tolerance ``delta`` (seconds), ground-truth events in time order each claim the
   highest-scoring unclaimed prediction with ``|cell_pred - cell_gt| <= delta * framerate / 2``;
 - precision and recall are computed at 200 confidence thresholds ``linspace(0, 1, 200)``
@@ -198,18 +200,26 @@ def grid_cell(time_s: float, framerate: int = SOCCERNET_FRAMERATE) -> int:
 
 
 def _cells(frame: EventFrame, rows: np.ndarray, class_of: np.ndarray, n_classes: int, framerate: int,
-           values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One entry per (video, class, cell) of ``rows`` with the maximum of ``values``:
-    (track = video * n_classes + class, cell, value), sorted by track and cell."""
+           values: np.ndarray, priority: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One entry per (video, class, cell) of ``rows``: (track = video * n_classes + class, cell, value),
+    sorted by track and cell. The value is the maximum of ``values`` in the cell, or, with
+    ``priority`` (per event, NaN where unknown), the value of the event of highest priority (ties
+    and unknown priorities: the highest value)."""
     n_cells = GRID_SECONDS * framerate
     cell = np.minimum(np.floor(framerate * frame.time[rows]).astype(np.int64), n_cells - 1)
     track = frame.video[rows].astype(np.int64) * n_classes + class_of[frame.label[rows]]
     key = track * n_cells + cell
-    order = np.argsort(key, kind="stable")
-    starts = bucket_starts(key[order])
-    if len(order) == 0:
+    if len(key) == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), values[:0]
-    best = np.maximum.reduceat(values[order], starts[:-1])
+    if priority is None:
+        order = np.argsort(key, kind="stable")
+        starts = bucket_starts(key[order])
+        best = np.maximum.reduceat(values[order], starts[:-1])
+    else:
+        rank = np.nan_to_num(priority[rows], nan=-np.inf)
+        order = np.lexsort((values[rows], rank, key))  # by key, then priority, then value: the last one wins
+        starts = bucket_starts(key[order])
+        best = values[rows][order][starts[1:] - 1]
     firsts = key[order][starts[:-1]]
     return firsts // n_cells, firsts % n_cells, best
 
@@ -279,8 +289,10 @@ def average_maps(truths: EventFrame, predictions: EventFrame, classes: Sequence[
     pred_rows = np.flatnonzero(scored[predictions.video] & (class_of[predictions.label] >= 0)) \
         if len(class_of) else np.zeros(0, np.int64)
     _check_scores(predictions, pred_rows)
+    # one prediction per cell and class: the last of its file where it was imported from one (as the
+    # official script, which overwrites the cell in file order), else the most confident
     pred_track, pred_cell, pred_score = _cells(predictions, pred_rows, class_of, n_classes, framerate,
-                                               predictions.conf)
+                                               predictions.conf, predictions.order)
     n_tracks = len(truths.vocab.videos) * n_classes
     gt_starts = np.searchsorted(gt_track, np.arange(n_tracks + 1)).astype(np.int64)
     pred_starts = np.searchsorted(pred_track, np.arange(n_tracks + 1)).astype(np.int64)
