@@ -1,0 +1,200 @@
+"""Cost curves: what ingest, a backfill, `vw status`, the windows table and the feature reader cost
+as the warehouse grows, with the framework's overhead per row beside the UDF's own cost.
+
+Warehouses of growing size are built from small generated clips (2 s at 128x96, 10 fps: decoding is
+cheap, so the framework's own costs show); the files are hard links of 20 distinct clips, so making
+10,000 of them costs nothing. At each size ``N`` (one fresh warehouse per size):
+
+``ingest``        ``tables.ingest.ingest`` of the folder (probing included): files/s
+``status``        ``jobs.status.warehouse_status`` (what ``vw status`` reads)
+``windows``       ``tables.windows.refresh_windows`` (4 s windows, 2 s apart: one window per clip)
+``backfill``      ``run_backfill(frame_features, profile tiny)`` through geneva on the warm local Ray
+                  (started before the clock), rows/s
+``udf``           the same UDF class called in this process on the same rows, in batches of 8: the
+                  UDF's own cost; ``backfill / udf`` is geneva's overhead factor
+``reader``        ``FrameFeatureDataset`` over the filled column, one pass, batch 32, no workers
+
+Sizes: 100, 1,000 and 10,000 rows for ingest, status and windows; 100 and 1,000 for the backfill,
+the in-process UDF and the reader (10,000 with ``--full``, 100,000 with ``VW_RUN_SLOW=1``). Prints one
+JSON document (seconds per step and size, rows/s, the slope of each curve on log-log axes: 1 is
+linear, clearly above 1 is super-linear) and draws the curves to ``--png``. About 5 minutes on 2
+cores by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CLIPS = 20
+BASE_SIZES = [100, 1_000, 10_000]
+BACKFILL_SIZES = [100, 1_000]
+
+
+def _clips(folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(CLIPS):
+        path = folder / f"clip{i:02d}.mp4"
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        "testsrc=size=128x96:rate=10:duration=2", "-vf", f"hue=h={i * 17}",
+                        "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
+        out.append(path)
+    return out
+
+
+def _videos(folder: Path, clips: list[Path], n: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        os.link(clips[i % len(clips)], folder / f"v{i:06d}.mp4")
+    return folder
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def _udf_in_process(conn: Any) -> float:
+    """Seconds for the frame-features UDF class over every row, called here in batches of 8."""
+    from tables.connection import open_videos
+    from udfs.frame_features import FrameFeatures
+
+    table = open_videos(conn, create=False).to_lance().to_table(columns=["video_id", "uri", "start_s", "end_s"])
+    udf = FrameFeatures(profile="tiny")
+    udf(*[table.column(c).slice(0, 1).combine_chunks() for c in table.column_names])  # load the model first
+    start = time.perf_counter()
+    for i in range(0, table.num_rows, 8):
+        part = table.slice(i, 8)
+        udf(*[part.column(c).combine_chunks() for c in part.column_names])
+    return time.perf_counter() - start
+
+
+def _reader(db: str) -> float:
+    from tables.feature_dataset import FrameFeatureDataset
+
+    ds = FrameFeatureDataset(db)
+    start = time.perf_counter()
+    for _ in ds.loader(batch_size=32, num_workers=0, seed=0):
+        pass
+    return time.perf_counter() - start
+
+
+def measure(n: int, clips: list[Path], work: Path, with_backfill: bool) -> dict[str, float]:
+    """Seconds per step for a fresh warehouse of ``n`` videos."""
+    from jobs.backfill import BackfillOptions, run_backfill
+    from jobs.status import warehouse_status
+    from tables.connection import connect, open_videos
+    from tables.ingest import ingest
+    from tables.windows import WindowSettings, refresh_windows
+
+    videos = _videos(work / f"videos-{n}", clips, n)
+    db = str(work / f"db-{n}")
+    conn = connect(db)
+    out: dict[str, float] = {}
+    out["ingest"], report = _timed(lambda: ingest(open_videos(conn), [str(videos)]))
+    if report.inserted != n:
+        raise RuntimeError(f"ingest of {n} files inserted {report.inserted}: {report.failures[:3]}")
+    out["status"], _ = _timed(lambda: warehouse_status(conn))
+    out["windows"], _ = _timed(lambda: refresh_windows(conn, WindowSettings(4.0, 2.0, 1.0)))
+    if with_backfill:
+        out["backfill"], reports = _timed(lambda: run_backfill(conn, ["frame_features"],
+                                                               BackfillOptions(profile="tiny"), log=lambda m: None))
+        if reports[0].filled_after != n:
+            raise RuntimeError(f"the backfill of {n} rows filled {reports[0].filled_after}")
+        out["udf"] = _udf_in_process(conn)
+        out["status_after_backfill"], _ = _timed(lambda: warehouse_status(conn))
+        out["reader"] = _reader(db)
+    shutil.rmtree(videos)
+    return out
+
+
+def slopes(results: dict[int, dict[str, float]]) -> dict[str, float]:
+    """Per step, the slope of log(seconds) against log(rows) (least squares over the sizes it ran at)."""
+    steps = sorted({s for r in results.values() for s in r})
+    out = {}
+    for step in steps:
+        points = [(n, r[step]) for n, r in sorted(results.items()) if step in r and r[step] > 0]
+        if len(points) >= 2:
+            x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
+            out[step] = round(float(np.polyfit(x, y, 1)[0]), 2)
+    return out
+
+
+def draw(results: dict[int, dict[str, float]], slope: dict[str, float], path: Path) -> None:
+    """Seconds against rows, log-log, one curve per step, its slope in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for step, s in slope.items():
+        points = [(n, r[step]) for n, r in sorted(results.items()) if step in r]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{step} (slope {s:g})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("rows")
+    ax.set_ylabel("seconds")
+    ax.set_title("video-warehouse cost curves (slope 1 = linear)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Run the sizes, print the JSON and draw the PNG."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="also backfill and read 10,000 rows")
+    parser.add_argument("--png", type=Path, default=Path("bench/out/scale.png"), help="where the curves go")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    sizes = list(BASE_SIZES) + ([100_000] if os.environ.get("VW_RUN_SLOW") == "1" else [])
+    backfill_sizes = set(BACKFILL_SIZES) | ({10_000} if args.full else set()) \
+        | ({10_000, 100_000} if os.environ.get("VW_RUN_SLOW") == "1" else set())
+    work = Path(tempfile.mkdtemp(prefix="vwscale"))
+    os.environ["VW_RAY_DIR"] = str(Path(tempfile.mkdtemp(prefix="vwsr", dir="/tmp")))
+    os.environ.setdefault("VW_LOCAL_RAY", "warm")
+    report: dict[str, Any] = {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg(), "sizes": sizes,
+                              "backfill_sizes": sorted(backfill_sizes)}
+    from jobs.local_ray import ensure_head, stop_head
+
+    try:
+        clips = _clips(work / "clips")
+        if os.environ["VW_LOCAL_RAY"] == "warm":
+            report["warm_head_start_s"] = round(_timed(lambda: ensure_head(log=lambda m: None))[0], 2)
+        results = {n: measure(n, clips, work, n in backfill_sizes) for n in sizes}
+    finally:
+        stop_head()
+        shutil.rmtree(work, ignore_errors=True)
+    slope = slopes(results)
+    report["seconds"] = {str(n): {k: round(v, 3) for k, v in r.items()} for n, r in results.items()}
+    report["rows_per_s"] = {str(n): {k: round(n / v, 1) for k, v in r.items() if v > 0} for n, r in results.items()}
+    report["geneva_overhead_x"] = {str(n): round(r["backfill"] / r["udf"], 2)
+                                   for n, r in results.items() if "backfill" in r and r["udf"] > 0}
+    report["slopes"] = slope
+    report["loadavg_after"] = os.getloadavg()
+    args.png.parent.mkdir(parents=True, exist_ok=True)
+    draw(results, slope, args.png)
+    report["png"] = str(args.png)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
