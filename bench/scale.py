@@ -2,8 +2,9 @@
 as the warehouse grows, with the framework's overhead per row beside the UDF's own cost.
 
 Warehouses of growing size are built from small generated clips (2 s at 128x96, 10 fps: decoding is
-cheap, so the framework's own costs show); the files are hard links of 20 distinct clips, so making
-10,000 of them costs nothing. At each size ``N`` (one fresh warehouse per size):
+cheap, so the framework's own costs show); the files are copies of 20 distinct clips (copies, not
+links: each file is probed on its own). A warm-up at 20 rows runs first and is not reported (imports,
+the first connection, the models' first load). At each size ``N`` (one fresh warehouse per size):
 
 ``ingest``        ``tables.ingest.ingest`` of the folder (probing included): files/s
 ``status``        ``jobs.status.warehouse_status`` (what ``vw status`` reads)
@@ -56,7 +57,7 @@ def _clips(folder: Path) -> list[Path]:
 def _videos(folder: Path, clips: list[Path], n: int) -> Path:
     folder.mkdir(parents=True)
     for i in range(n):
-        os.link(clips[i % len(clips)], folder / f"v{i:06d}.mp4")
+        shutil.copyfile(clips[i % len(clips)], folder / f"v{i:06d}.mp4")
     return folder
 
 
@@ -170,13 +171,22 @@ def main() -> None:
     os.environ.setdefault("VW_LOCAL_RAY", "warm")
     report: dict[str, Any] = {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg(), "sizes": sizes,
                               "backfill_sizes": sorted(backfill_sizes)}
+    from jobs.console import quiet_console
     from jobs.local_ray import ensure_head, stop_head
 
+    log = Path("bench/out/scale.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
     try:
         clips = _clips(work / "clips")
-        if os.environ["VW_LOCAL_RAY"] == "warm":
-            report["warm_head_start_s"] = round(_timed(lambda: ensure_head(log=lambda m: None))[0], 2)
-        results = {n: measure(n, clips, work, n in backfill_sizes) for n in sizes}
+        # geneva's, Ray's and Lance's output goes to the log; this prints only its JSON
+        with quiet_console(log) as display:
+            if os.environ["VW_LOCAL_RAY"] == "warm":
+                report["warm_head_start_s"] = round(_timed(lambda: ensure_head(log=display.echo))[0], 2)
+            measure(20, clips, work, True)  # warm-up, not reported
+            results = {}
+            for n in sizes:
+                display.echo(f"scale: {n} rows")
+                results[n] = measure(n, clips, work, n in backfill_sizes)
     finally:
         stop_head()
         shutil.rmtree(work, ignore_errors=True)
@@ -189,7 +199,7 @@ def main() -> None:
     report["loadavg_after"] = os.getloadavg()
     args.png.parent.mkdir(parents=True, exist_ok=True)
     draw(results, slope, args.png)
-    report["png"] = str(args.png)
+    report["png"], report["log"] = str(args.png), str(log)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
