@@ -8,22 +8,29 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.vw-installed
 
-.PHONY: demo test install system-deps lint bench clean
+.PHONY: demo test install system-deps browser-deps lint bench clean
 
 demo: install
 	$(VENV)/bin/vw demo
 
-test: install
+test: install browser-deps
 	$(VENV)/bin/ruff check udfs tables jobs manifests tests bench
 	$(PY) -m pytest -q -ra
 
 install: system-deps $(STAMP)
 
-# FFmpeg's shared libraries are what torchcodec decodes with.
+# FFmpeg's shared libraries are what torchcodec decodes with; Chromium is the browser the
+# review page's test drives (`make test` installs both; `make demo` only FFmpeg).
 system-deps:
 	@if ! command -v ffmpeg >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg; \
+	fi
+
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
 	fi
 
 $(STAMP): pyproject.toml
@@ -47,4 +54,4 @@ bench: install
 	$(PY) -m bench.video_embedding
 
 clean:
-	rm -rf $(VENV) warehouse demo-videos bench/out
+	rm -rf $(VENV) warehouse demo-videos bench/out test-artifacts

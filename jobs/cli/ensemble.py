@@ -75,12 +75,20 @@ def ensemble(
     ] = None,
     score: Annotated[bool, typer.Option("--score/--no-score", help="Score against the ground truth.")] = True,
     max_timelines: Annotated[int, typer.Option(help="At most this many timeline pictures in the report.")] = 100,
+    clips: Annotated[
+        bool,
+        typer.Option("--clips/--no-clips",
+                     help="Cut short MP4 clips around the events into the report, for the review page to play where "
+                          "the browser cannot read the video's uri (a page on a web server, gs:// or s3:// videos)."),
+    ] = False,
+    max_clips: Annotated[int, typer.Option(help="With --clips: at most this many clips (disagreements first).")] = 100,
     db: DbOpt = None,
 ) -> None:
     """Match events across models, fuse them into one model, score all against the ground truth."""
     from jobs.ensemble import SOCCERNET_V2_CLASSES, EnsembleOptions, FusionOptions, run_ensemble
     from jobs.ensemble.kernels import kernels_to_compile
     from jobs.ensemble.report import format_summary, format_table, timeline_videos, write_report
+    from jobs.ensemble.review_page import write_review_page
 
     options = EnsembleOptions(
         models=parse_list(models, "--models"), ground_truth=ground_truth, tolerance_s=tolerance, where=where,
@@ -91,6 +99,10 @@ def ensemble(
     )
     if max_timelines < 0:
         raise OptionError(f"--max-timelines must be >= 0, got {max_timelines}")
+    if max_clips < 0:
+        raise OptionError(f"--max-clips must be >= 0, got {max_clips}")
+    if clips and report is None:
+        raise OptionError("--clips cuts clips into the report folder: give --report DIR")
     conn = connect(db)
     pending, cache = kernels_to_compile()
     if pending:
@@ -103,9 +115,11 @@ def ensemble(
     if report is not None:
         try:
             files = write_report(result, report, max_timelines=max_timelines)
+            files += write_review_page(result, report, conn, clips=clips, max_clips=max_clips,
+                                       on_note=lambda text: echo_err(f"note: {text}"))
         except (OSError, ValueError) as err:
             raise ReportNotWrittenError(f"report not written to {report}: {err}") from None
-        typer.echo(f"report: {len(files)} files in {report}")
+        typer.echo(f"report: {len(files)} files in {report}; open {report / 'index.html'} to review")
         videos = len(timeline_videos(result))
         if videos > max_timelines:
             typer.echo(f"note: timelines drawn for {max_timelines} of {videos} videos (--max-timelines)")

@@ -21,6 +21,9 @@ Modules, from the bottom of the import graph to the top, the order data flows th
 ``run``          the driver: read ``events`` -> frame -> match -> fuse -> score -> rows -> write,
                  returning an :class:`EnsembleResult`
 ``report``       the terminal summary and table, the Markdown report, JSON summary and pictures
+``review_data``  what the review page shows: the run's index and each video's events by timeline row
+``review_clips`` short MP4 clips around the events (decoded and encoded with torchcodec)
+``review_page``  the review page ``index.html`` (Plotly timeline, player, metrics, disagreements)
 ``warmup``       ``python -m jobs.ensemble.warmup`` (``make install``): two small runs compile the kernels
 ---------------
 ``kernels``      the compiled (numba, cached on disk) greedy loops the steps above run on

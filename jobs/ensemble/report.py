@@ -155,7 +155,8 @@ def summary(result: EnsembleResult, files: Sequence[str] = ()) -> dict[str, Any]
     }
 
 
-def _slug(video_id: str) -> str:
+def file_slug(video_id: str) -> str:
+    """A file name for ``video_id``: its safe characters and a short hash (unique per id)."""
     clean = re.sub(r"[^A-Za-z0-9._-]+", "_", video_id).strip("_")[:80]
     return f"{clean}-{hashlib.sha1(video_id.encode()).hexdigest()[:6]}"
 
@@ -307,7 +308,7 @@ def write_report(result: EnsembleResult, out_dir: str | Path, max_timelines: int
               f"run {result.run_id}: average-mAP per class")
         files += [out / F1_FILE, out / AP_FILE]
         for model in result.scored_models:
-            path = out / f"{PR_PREFIX}{_slug(model)}.png"
+            path = out / f"{PR_PREFIX}{file_slug(model)}.png"
             _precision_recall(path, result, model)
             files.append(path)
     videos = timeline_videos(result)
@@ -316,7 +317,7 @@ def write_report(result: EnsembleResult, out_dir: str | Path, max_timelines: int
     if videos:
         (out / TIMELINE_DIR).mkdir(exist_ok=True)
     for video in videos:
-        path = out / TIMELINE_DIR / f"{_slug(video)}.png"
+        path = out / TIMELINE_DIR / f"{file_slug(video)}.png"
         _timeline(path, result, video)
         files.append(path)
     names = [str(p.relative_to(out)) for p in files]
