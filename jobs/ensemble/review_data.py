@@ -125,56 +125,70 @@ def _columns(frame: EventFrame, idx: np.ndarray, categories: Sequence[str], tp: 
     }
 
 
-def _ordered(frame: EventFrame, idx: np.ndarray) -> np.ndarray:
-    return idx[np.argsort(frame.time[idx], kind="stable")]
+def _by_video(frame: EventFrame) -> dict[int, np.ndarray]:
+    """Positions of the events of each video (by video code), in time order."""
+    order = np.lexsort((frame.time, frame.video))
+    codes, starts = np.unique(frame.video[order], return_index=True)
+    ends = [*starts[1:].tolist(), len(order)]
+    return {int(c): order[s:e] for c, s, e in zip(codes.tolist(), starts.tolist(), ends, strict=True)}
 
 
-def video_document(result: EnsembleResult, video_id: str, texts: Mapping[str, EventText],
-                   source: VideoSource | None, clips: Sequence[Clip] = ()) -> dict[str, Any]:
-    """The events of one video by timeline row, with its playable sources, for the page."""
-    opts = result.options
-    code = result.input_frame.vocab.video_code(video_id)
-    scored = video_id in set(result.scored_videos)
-    rows: list[dict[str, Any]] = []
+class PageEvents:
+    """A run's events arranged once (per video, with categories and true-positive flags), so that
+    each video's document takes time in proportion to its own events."""
 
-    truth = result.truth_frame
-    found = _found_truths(result)
-    t_idx = _ordered(truth, np.flatnonzero(truth.video == code))
-    t_ids = truth.event_id.take(t_idx).to_pylist()
-    rows.append({"name": opts.ground_truth, "kind": "truth",
-                 **_columns(truth, t_idx, ["found" if i in found else "missed" for i in t_ids], None, texts)})
+    def __init__(self, result: EnsembleResult, texts: Mapping[str, EventText]) -> None:
+        self.result = result
+        self.texts = texts
+        self.scored = set(result.scored_videos)
+        self.found = _found_truths(result)
+        self.tp = {m: _tp_flags(result, m) for m in result.scored_models}
+        names = np.array([_group_category(n) for n in category_names(result.options.models)])
+        self.input_category = names[result.matching.event_category()] if len(result.input_frame) else names[:0]
+        self.fused_category = names[result.fused.category] if len(result.fused) else names[:0]
+        self.truths = _by_video(result.truth_frame)
+        self.inputs = _by_video(result.input_frame)
+        self.fused = _by_video(result.fused_frame)
 
-    frame = result.input_frame
-    names = category_names(opts.models)
-    event_category = result.matching.event_category()
-    for i, model in enumerate(opts.models):
-        idx = _ordered(frame, np.flatnonzero((frame.video == code) & (frame.model == i)))
-        cats = [_group_category(names[c]) for c in event_category[idx].tolist()]
-        rows.append({"name": model, "kind": "model",
-                     **_columns(frame, idx, cats, _tp_flags(result, model) if scored else None, texts)})
-
-    if not result.single:
-        fused = result.fused_frame
-        idx = _ordered(fused, np.flatnonzero(fused.video == code))
-        cats = [_group_category(names[c]) for c in result.fused.category[idx].tolist()]
-        rows.append({"name": opts.fusion.name, "kind": "fused",
-                     **_columns(fused, idx, cats, _tp_flags(result, opts.fusion.name) if scored else None, texts)})
-
-    games: set[tuple[str, int]] = set()
-    if truth.game is not None and truth.half is not None and len(t_idx):
-        games = {(g, h) for g, h in zip(truth.game.take(pa.array(t_idx, pa.int64())).to_pylist(),
-                                         truth.half[t_idx].tolist(), strict=True) if g is not None}
-    game, half = games.pop() if len(games) == 1 else (None, None)
-    return {
-        "video_id": video_id,
-        "game": game,
-        "half": None if half is None or half < 0 else int(half),
-        "scored": scored,
-        "uri": None if source is None else source.uri,
-        "duration_s": None if source is None else source.duration_s,
-        "clips": [{"file": c.file, "start_s": c.start_s, "end_s": c.end_s} for c in clips],
-        "rows": rows,
-    }
+    def document(self, video_id: str, source: VideoSource | None, clips: Sequence[Clip] = ()) -> dict[str, Any]:
+        """The events of one video by timeline row, with its playable sources, for the page."""
+        result, opts = self.result, self.result.options
+        code = result.input_frame.vocab.video_code(video_id)
+        scored = video_id in self.scored
+        none = np.zeros(0, np.int64)
+        truth = result.truth_frame
+        t_idx = self.truths.get(code, none)
+        t_ids = truth.event_id.take(t_idx).to_pylist()
+        rows = [{"name": opts.ground_truth, "kind": "truth",
+                 **_columns(truth, t_idx, ["found" if i in self.found else "missed" for i in t_ids], None,
+                            self.texts)}]
+        frame = result.input_frame
+        mine = self.inputs.get(code, none)
+        for i, model in enumerate(opts.models):
+            idx = mine[frame.model[mine] == i]
+            rows.append({"name": model, "kind": "model",
+                         **_columns(frame, idx, self.input_category[idx].tolist(),
+                                    self.tp.get(model) if scored else None, self.texts)})
+        if not result.single:
+            idx = self.fused.get(code, none)
+            rows.append({"name": opts.fusion.name, "kind": "fused",
+                         **_columns(result.fused_frame, idx, self.fused_category[idx].tolist(),
+                                    self.tp.get(opts.fusion.name) if scored else None, self.texts)})
+        games: set[tuple[str, int]] = set()
+        if truth.game is not None and truth.half is not None and len(t_idx):
+            games = {(g, h) for g, h in zip(truth.game.take(pa.array(t_idx, pa.int64())).to_pylist(),
+                                             truth.half[t_idx].tolist(), strict=True) if g is not None}
+        game, half = games.pop() if len(games) == 1 else (None, None)
+        return {
+            "video_id": video_id,
+            "game": game,
+            "half": None if half is None or half < 0 else int(half),
+            "scored": scored,
+            "uri": None if source is None else source.uri,
+            "duration_s": None if source is None else source.duration_s,
+            "clips": [{"file": c.file, "start_s": c.start_s, "end_s": c.end_s} for c in clips],
+            "rows": rows,
+        }
 
 
 def _metric(row: Any) -> dict[str, Any]:
@@ -186,7 +200,7 @@ def _metric(row: Any) -> dict[str, Any]:
 
 
 def page_index(result: EnsembleResult, videos: Sequence[tuple[str, str]], disagreements: Sequence[dict[str, Any]],
-               f1_thresholds: Mapping[str, Any], clip_note: str | None = None) -> dict[str, Any]:
+               f1_thresholds: Mapping[str, Any]) -> dict[str, Any]:
     """The run, its metrics rows, the videos (``(video_id, slug)``) and the top disagreements."""
     opts = result.options
     rows = [opts.ground_truth, *opts.models] + ([] if result.single else [opts.fusion.name])
@@ -205,7 +219,7 @@ def page_index(result: EnsembleResult, videos: Sequence[tuple[str, str]], disagr
         "categories": list(CATEGORIES),
         "metrics": [_metric(r) for r in result.metrics],
         "f1_thresholds": dict(f1_thresholds),
-        "notes": list(result.notes) + ([clip_note] if clip_note else []),
+        "notes": list(result.notes),
         "videos": [{"video_id": v, "slug": s} for v, s in videos],
         "disagreements": [{**d, "slug": slugs.get(d["video_id"])} for d in disagreements],
     }

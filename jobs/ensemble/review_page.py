@@ -32,7 +32,7 @@ from typing import Any
 
 from jobs.ensemble.report import f1_thresholds, file_slug, timeline_videos, top_disagreements
 from jobs.ensemble.review_clips import CLIP_DIR, POST_S, PRE_S, choose, cut_clips, moments
-from jobs.ensemble.review_data import Clip, EventText, PageData, VideoSource, page_index, video_document
+from jobs.ensemble.review_data import Clip, EventText, PageData, PageEvents, VideoSource, page_index
 from jobs.ensemble.run import EnsembleResult
 from udfs import storage
 
@@ -121,16 +121,16 @@ def _copy_assets(out: Path) -> list[Path]:
 
 
 def build_page_data(result: EnsembleResult, texts: dict[str, EventText], sources: dict[str, VideoSource],
-                    clips: dict[str, list[Clip]] | None = None, clip_note: str | None = None) -> PageData:
+                    clips: dict[str, list[Clip]] | None = None) -> PageData:
     """The page's index and per-video documents (no files written)."""
     videos = timeline_videos(result)
     slugs = [(v, file_slug(v)) for v in videos]
-    index = page_index(result, slugs, top_disagreements(result, PAGE_DISAGREEMENTS), f1_thresholds(result),
-                       clip_note)
+    index = page_index(result, slugs, top_disagreements(result, PAGE_DISAGREEMENTS), f1_thresholds(result))
     index["play"] = {"before_s": PLAY_BEFORE_S, "after_s": PLAY_AFTER_S}
     data = PageData(index)
+    events = PageEvents(result, texts)
     for video, slug in slugs:
-        doc = video_document(result, video, texts, sources.get(video), (clips or {}).get(video, ()))
+        doc = events.document(video, sources.get(video), (clips or {}).get(video, ()))
         doc["href"] = browser_href(doc["uri"])
         data.videos[slug] = doc
     return data
@@ -155,17 +155,18 @@ def write_review_page(result: EnsembleResult, out_dir: str | Path, conn: Any = N
     sources = video_sources(conn, videos) if conn is not None else {}
     data = build_page_data(result, texts, sources)
     cut: dict[str, list[Clip]] = {}
-    note = None
     if clips:
-        found = [m for slug, doc in data.videos.items() if doc["uri"]
-                 for m in moments(doc["video_id"], doc, PRE_S, POST_S)]
+        found = [m for doc in data.videos.values() if doc["uri"] for m in moments(doc["video_id"], doc, PRE_S, POST_S)]
         chosen = choose(found, max_clips)
-        cut = cut_clips(chosen, sources, {v: file_slug(v) for v in videos}, out, on_note)
-        n_cut = sum(len(c) for c in cut.values())
-        note = f"clips: {n_cut} cut around {len(found)} moments (--max-clips {max_clips})"
+        slugs = {doc["video_id"]: slug for slug, doc in data.videos.items()}
+        cut = cut_clips(chosen, sources, slugs, out, on_note)
+        for video, items in cut.items():
+            data.videos[slugs[video]]["clips"] = [{"file": c.file, "start_s": c.start_s, "end_s": c.end_s}
+                                                  for c in items]
+        note = f"clips: {sum(len(c) for c in cut.values())} cut around {len(found)} moments (--max-clips {max_clips})"
         if len(found) > len(chosen):
             note += "; moments without a clip play from the video's uri where the browser can read it"
-        data = build_page_data(result, texts, sources, cut, note)
+        data.index["notes"].append(note)
     files = _copy_assets(out)
     (out / DATA_DIR).mkdir(exist_ok=True)
     for slug, doc in data.videos.items():
