@@ -9,8 +9,13 @@ Export layout (one object per video, grouped by split)::
      "validation": [...]}
 
 ``image_path`` and ``latent_path`` are ``<frames dir>/<video_id>.png`` and
-``<latents dir>/<scenario>/<video_id>.npz`` when those folders are given (where the frame
-extraction and latent preprocessing steps write), else null. Ids and scenario names go through
+``<latents dir>/<scenario>/<video_id>.npz`` when those folders are given, else null. When a
+stage declares files of that kind (:class:`udfs.stage.StageFiles`: ``video_latents`` declares
+its ``.npz`` latents and ``key_frame`` PNGs) and its column exists, the export writes those files
+too, each atomically; a row whose value is missing (failed or not computed) gets a null path and
+an entry in ``<folder>/failed_videos.json`` (``video_id``, ``uri``, ``error_type``, ``error``), so
+the metadata never points at a file that is not there. Without such a column the paths name
+where an external step is expected to write. Ids and scenario names go through
 :func:`jobs.file_names.safe_name` (plain ids unchanged; ``../x`` becomes ``%2E%2E%2Fx``), so these
 paths always stay inside their folders. Rows without a scenario (no caption, or not computed
 yet) and rows without a split are left out and counted.
@@ -163,6 +168,57 @@ class ExportReport:
     per_split: dict[str, int]
     without_scenario: int
     without_split: int
+    #: per kind (``image`` / ``latent``) with a stage column: files written and rows without a value
+    files: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+FAILED_FILE = "failed_videos.json"
+_FILE_BATCH = 16  # rows per read when writing files (a latents cell is a few MB)
+
+
+def _file_source(table: Any, kind: str) -> Any:
+    """The :class:`~udfs.stage.StageFiles` of ``kind`` whose column ``videos`` has (None without one)."""
+    from udfs.stages import registry
+
+    for stage in registry().values():
+        for files in stage.files:
+            if stage.table == "videos" and files.kind == kind and files.column in table.schema.names:
+                return files
+    return None
+
+
+def _write_files(table: Any, files: Any, where: str | None, entries: dict[str, dict], key: str,
+                 folder: str) -> dict[str, int]:
+    """Write ``files`` for the exported rows (``entries`` by video id, their ``key`` path) under ``folder``."""
+    from tables.column_state import failed_rows, field_spec
+
+    meta = field_spec(table, files.column)
+    failed = {r["video_id"]: r for r in failed_rows(table, files.column, columns=("video_id", "uri"))}
+    problems: list[dict[str, Any]] = []
+    written = 0
+    for batch in table.to_lance().to_batches(columns=["video_id", "uri", files.column], filter=where,
+                                             batch_size=_FILE_BATCH):
+        for vid, uri, value in zip(batch.column("video_id").to_pylist(), batch.column("uri").to_pylist(),
+                                   batch.column(files.column).to_pylist(), strict=True):
+            entry = entries.get(vid)
+            if entry is None:
+                continue
+            if value is None or (isinstance(value, dict) and all(v is None for v in value.values())):
+                entry[key] = None
+                got = failed.get(vid)
+                problems.append({"video_id": vid, "uri": uri, "error_type": got["error_type"] if got else "NotComputed",
+                                 "error": got["error"] if got else f"not computed (run `vw backfill {files.column}`)"})
+                continue
+            path = Path(entry[key])
+            try:
+                atomic_write(path, files.write(value, meta))
+            except OSError as err:
+                raise MetadataError(f"cannot write {path}: {err.strerror or err}; stopped after {written} files "
+                                  "(each complete; earlier files unchanged)") from err
+            written += 1
+    text = json.dumps(problems, indent=2, ensure_ascii=False) + "\n"
+    atomic_write(Path(folder) / FAILED_FILE, lambda fh: fh.write(text.encode("utf-8")))
+    return {"written": written, "missing": len(problems)}
 
 
 def _entry(row: dict, frames_dir: str | None, latents_dir: str | None) -> dict[str, Any]:
@@ -205,6 +261,12 @@ def export_metadata(
                 groups.setdefault(row["split"], []).append(_entry(row, frames_dir, latents_dir))
     for entries in groups.values():
         entries.sort(key=lambda e: e["video_id"])
+    by_id = {e["video_id"]: e for entries in groups.values() for e in entries}
+    files: dict[str, dict[str, int]] = {}
+    for kind, key, folder in (("image", "image_path", frames_dir), ("latent", "latent_path", latents_dir)):
+        source = _file_source(table, kind) if folder else None
+        if source is not None:
+            files[kind] = _write_files(table, source, where, by_id, key, folder)
     text = json.dumps(groups, ensure_ascii=False, indent=2) + "\n"
     atomic_write(out, lambda fh: fh.write(text.encode("utf-8")))
-    return ExportReport(out, {k: len(v) for k, v in groups.items()}, without_scenario, without_split)
+    return ExportReport(out, {k: len(v) for k, v in groups.items()}, without_scenario, without_split, files)

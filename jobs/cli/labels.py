@@ -32,10 +32,12 @@ def export_metadata_command(
     out: Annotated[Path, typer.Option(help="JSON file to write (atomically).")] = Path("scenario_metadata.json"),
     where: Annotated[str | None, typer.Option(help="SQL filter on `videos`, e.g. \"source = 'msrvtt'\".")] = None,
     frames_dir: Annotated[
-        str | None, typer.Option(help="Folder of extracted frames: image_path = <dir>/<video_id>.png.")
+        str | None, typer.Option(help="Folder of key frames: image_path = <dir>/<video_id>.png (the PNGs are "
+                                 "written from `key_frame` when `vw backfill video_latents` computed it).")
     ] = None,
     latents_dir: Annotated[
-        str | None, typer.Option(help="Folder of cached latents: latent_path = <dir>/<scenario>/<video_id>.npz.")
+        str | None, typer.Option(help="Folder of cached latents: latent_path = <dir>/<scenario>/<video_id>.npz "
+                                 "(written from `video_latents` when computed).")
     ] = None,
     db: DbOpt = None,
 ) -> None:
@@ -45,6 +47,11 @@ def export_metadata_command(
     report = export_metadata(connect(db), out, where, frames_dir, latents_dir)
     parts = ", ".join(f"{n} {split}" for split, n in report.per_split.items())
     typer.echo(f"wrote {report.path}: {parts}")
+    for kind, counts in report.files.items():
+        folder = frames_dir if kind == "image" else latents_dir
+        typer.echo(f"{kind} files: {counts['written']} written to {folder}"
+                   + (f"; {counts['missing']} rows without a value (path null; see {folder}/failed_videos.json)"
+                      if counts["missing"] else ""))
     if report.without_scenario or report.without_split:
         typer.echo(f"left out: {report.without_scenario} without a scenario (no caption or not computed), "
                    f"{report.without_split} without a split")
