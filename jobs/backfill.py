@@ -37,6 +37,7 @@ from tables.column_state import (
     UDF_VERSION_KEY,
     failed_rows,
     field_spec,
+    is_blob,
     missing_filter,
     recent_errors,
     row_keys,
@@ -527,17 +528,24 @@ def _fill_derived(run: StageRun, opts: BackfillOptions, log: Callable[[str], Non
         source = f"NOT ({missing_filter(table, main)})"
         todo = " AND ".join(filter(None, [scope, source, None if new else f"({missing_filter(table, col)})"]))
         start = time.monotonic()
+        import pyarrow as pa
+
         inputs = list(fn.input_columns or [])
-        reader = table.to_lance().scanner(columns=[key, *inputs], filter=todo, batch_size=4096).to_reader()
+        ds = table.to_lance()
+        blobs = {c for c in inputs if is_blob(ds.schema.field(c))}
+        # A scan gives a blob column's descriptors: its bytes are taken by row (small batches: blobs are large).
+        scanned = [key, *(c for c in inputs if c not in blobs)] + (["_rowoffset"] if blobs else [])
+        reader = ds.scanner(columns=scanned, filter=todo, batch_size=16 if blobs else 4096).to_reader()
         keys, values = [], []
         for batch in reader:
             if batch.num_rows:
                 keys.append(batch.column(key))
-                values.append(fn.func(*[batch.column(c) for c in inputs]))
+                offsets = batch.column("_rowoffset").to_pylist() if blobs else []
+                args = [pa.array([b.read() for b in ds.take_blobs(c, indices=offsets)], pa.large_binary())
+                        if c in blobs else batch.column(c) for c in inputs]
+                values.append(fn.func(*args))
         computed = sum(len(k) for k in keys)
         if computed:
-            import pyarrow as pa
-
             update = pa.table({key: pa.concat_arrays(keys), col: pa.concat_arrays(values)})
             _merge(table, key, update)
         seconds = time.monotonic() - start

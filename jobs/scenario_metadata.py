@@ -190,31 +190,41 @@ def _file_source(table: Any, kind: str) -> Any:
 def _write_files(table: Any, files: Any, where: str | None, entries: dict[str, dict], key: str,
                  folder: str) -> dict[str, int]:
     """Write ``files`` for the exported rows (``entries`` by video id, their ``key`` path) under ``folder``."""
-    from tables.column_state import failed_rows, field_spec
+    from tables.column_state import failed_rows, field_spec, is_blob
 
     meta = field_spec(table, files.column)
     failed = {r["video_id"]: r for r in failed_rows(table, files.column, columns=("video_id", "uri"))}
     problems: list[dict[str, Any]] = []
     written = 0
-    for batch in table.to_lance().to_batches(columns=["video_id", "uri", files.column], filter=where,
-                                             batch_size=_FILE_BATCH):
-        for vid, uri, value in zip(batch.column("video_id").to_pylist(), batch.column("uri").to_pylist(),
-                                   batch.column(files.column).to_pylist(), strict=True):
-            entry = entries.get(vid)
-            if entry is None:
-                continue
-            if value is None or (isinstance(value, dict) and all(v is None for v in value.values())):
-                entry[key] = None
-                got = failed.get(vid)
-                problems.append({"video_id": vid, "uri": uri, "error_type": got["error_type"] if got else "NotComputed",
-                                 "error": got["error"] if got else f"not computed (run `vw backfill {files.column}`)"})
-                continue
-            path = Path(entry[key])
+    ds = table.to_lance()
+    blob = is_blob(ds.schema.field(files.column))  # a scan gives blob descriptors: take the bytes
+    present = f"{files.column} IS NOT NULL"
+    rows = ds.to_table(columns=["video_id", "uri", "_rowoffset"], filter=f"({where}) AND {present}" if where
+                       else present)
+    with_value = set(rows.column("video_id").to_pylist())
+    for vid, entry in entries.items():
+        if vid not in with_value:
+            entry[key] = None
+            got = failed.get(vid)
+            problems.append({"video_id": vid, "uri": entry["video_path"],
+                             "error_type": got["error_type"] if got else "NotComputed",
+                             "error": got["error"] if got else f"not computed (run `vw backfill {files.column}`)"})
+    wanted = [(v, int(o)) for v, o in zip(rows.column("video_id").to_pylist(), rows.column("_rowoffset").to_pylist(),
+                                          strict=True) if v in entries]
+    for start in range(0, len(wanted), _FILE_BATCH):
+        part = wanted[start:start + _FILE_BATCH]
+        offsets = [o for _, o in part]
+        if blob:
+            values = [b.read() for b in ds.take_blobs(files.column, indices=offsets)]
+        else:
+            values = ds.take(offsets, columns=[files.column]).column(0).to_pylist()
+        for (vid, _), value in zip(part, values, strict=True):
+            path = Path(entries[vid][key])
             try:
                 atomic_write(path, files.write(value, meta))
             except OSError as err:
                 raise MetadataError(f"cannot write {path}: {err.strerror or err}; stopped after {written} files "
-                                  "(each complete; earlier files unchanged)") from err
+                                    "(each complete; earlier files unchanged)") from err
             written += 1
     text = json.dumps(problems, indent=2, ensure_ascii=False) + "\n"
     atomic_write(Path(folder) / FAILED_FILE, lambda fh: fh.write(text.encode("utf-8")))

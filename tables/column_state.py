@@ -23,6 +23,13 @@ def field_spec(table: Any, column: str) -> dict[str, str]:
     return {k.decode(): v.decode() for k, v in meta.items() if k.startswith(b"vw.")}
 
 
+def is_blob(field: Any) -> bool:
+    """Whether a Lance field is a blob column (v1: ``lance-encoding:blob`` metadata; v2: the extension type)."""
+    if (field.metadata or {}).get(b"lance-encoding:blob") == b"true":
+        return True
+    return str(getattr(field.type, "extension_name", "")).startswith("lance.blob")
+
+
 def missing_filter(table: Any, column: str) -> str:
     """SQL filter of the rows of ``table`` whose ``column`` holds no value (failed or not computed).
 

@@ -12,8 +12,9 @@
             batch["latents"]   # float16 [B, C, T, H, W], scaled: what the transformer trains on
             batch["prompt"]    # list of B strings
 
-The column is computed by the ``video_latents`` stage (:mod:`udfs.video_latents`). The table
-version is pinned when the dataset is built; rows are read with one Lance ``take`` per batch.
+The column is computed by the ``video_latents`` stage (:mod:`udfs.video_latents`): a Lance blob
+holding each video's ``.npz``. The table version is pinned when the dataset is built; each batch
+reads its rows' blobs with one ``take_blobs``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tables.names import VIDEOS
 from tables.sharding import ShardedSampler
 from tables.snapshot import pin_table
 from udfs.errors import VwError
-from udfs.video_latents import NAME, latents_of
+from udfs.video_latents import NAME, clip_latents, npz_arrays
 
 
 class LatentDatasetError(VwError, ValueError):
@@ -56,7 +57,7 @@ class VideoLatentDataset:
         self.snapshot, lance_ds = pin_table(db, VIDEOS, version, [column, *text], LatentDatasetError)
         self.where = combine(where, split and f"split = {literal(split)}",
                              scenario and f"scenario = {literal(scenario)}")
-        cond = f"{column}.latents IS NOT NULL"
+        cond = f"{column} IS NOT NULL"
         try:
             got = lance_ds.to_table(columns=["video_id", "_rowoffset", *text],
                                     filter=f"({self.where}) AND {cond}" if self.where else cond)
@@ -96,15 +97,14 @@ class VideoLatentDataset:
 
         picked = [self.samples[int(i)] for i in indices]
         positions = sorted({p for p, *_ in picked})
-        got = self.dataset.take(positions, columns=[self.column]).column(0).to_pylist()
-        cells = {p: latents_of(v) for p, v in zip(positions, got, strict=True)}
+        blobs = self.dataset.take_blobs(self.column, indices=positions)  # the .npz of each row
+        cells = {p: npz_arrays(b) for p, b in zip(positions, blobs, strict=True)}  # views, no copy
         out = []
         for pos, vid, prompt, clip, side in picked:
-            plain, flipped = cells[pos]
-            source = flipped if side else plain
-            if source is None or clip >= source.shape[0]:
+            array = clip_latents(cells[pos], clip, side)
+            if array is None:
                 raise LatentDatasetError(f"{vid}: its latents have no {'flipped ' if side else ''}clip {clip}")
-            out.append({"video_id": vid, "latents": torch.from_numpy(source[clip].copy()), "prompt": prompt,
+            out.append({"video_id": vid, "latents": torch.from_numpy(array.copy()), "prompt": prompt,
                         "flipped": side, "clip": clip})
         return out
 

@@ -8,6 +8,7 @@ MSR-VTT-style fixture with one broken video, then ``vw export-metadata --latents
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from jobs.cli import app
+from tables.column_state import is_blob
 from tables.connection import connect, open_videos
 from tables.datasets import DatasetOptions, ingest_dataset
 from tables.latent_dataset import VideoLatentDataset
@@ -30,6 +32,8 @@ from udfs.video_latents import (
     LatentSettings,
     VideoLatents,
     clip_frames,
+    frame_times_of,
+    key_frame_of,
     latents_of,
     latents_spec,
     parse_size,
@@ -47,7 +51,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           height=120).path
 
 
-def _run(udf: VideoLatents, uri: Path, start: float | None = None, end: float | None = None) -> dict:
+def _run(udf: VideoLatents, uri: Path, start: float | None = None, end: float | None = None) -> bytes:
     none = pa.array([start], pa.float64()), pa.array([end], pa.float64())
     return udf(pa.array(["v"]), pa.array([str(uri)]), *none).to_pylist()[0]
 
@@ -67,12 +71,12 @@ def test_latent_shapes_for_clip_lengths(clip: Path, frames: int, clips: int, sta
     row = _run(VideoLatents("tiny", settings=settings, batch_size=2, device="cpu"), clip, start, end)
     plain, flipped = latents_of(row)
     assert plain.shape == (n_clips, 4, shape_t, 64 // 8, 96 // 8) and plain.dtype == np.float16
-    assert flipped is None and row["flipped"] is None
-    times = row["frame_times"]
+    assert flipped is None
+    times = frame_times_of(row).tolist()
     assert len(times) == n_clips * frames
     assert times == sorted(times) and times[0] >= (start or 0) and times[-1] <= (end or 4.0)
     assert np.isfinite(plain.astype(np.float32)).all()
-    png = Image.open(__import__("io").BytesIO(row["key_frame"]))
+    png = Image.open(io.BytesIO(key_frame_of(row)))
     assert png.size == (96, 64) and png.format == "PNG"
 
 
@@ -148,6 +152,14 @@ def test_a_broken_video_raises_naming_it(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ end to end
 
 
+def _cells(db: str) -> dict[str, bytes]:
+    """The ``video_latents`` blob (the .npz bytes) of every row that has one."""
+    ds = open_videos(connect(db), create=False).to_lance()
+    got = ds.to_table(columns=["video_id", "_rowoffset"], filter="video_latents IS NOT NULL")
+    blobs = ds.take_blobs("video_latents", indices=got.column("_rowoffset").to_pylist())
+    return {v: b.read() for v, b in zip(got.column("video_id").to_pylist(), blobs, strict=True)}
+
+
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory, clip: Path, local_ray: None) -> dict:
     root = tmp_path_factory.mktemp("latents-wh")
@@ -174,15 +186,18 @@ def test_backfill_export_and_reader(warehouse: dict, monkeypatch: pytest.MonkeyP
     assert "video3" in result.output, result.output
 
     table = open_videos(connect(db), create=False)
-    rows = {r["video_id"]: r for r in table.to_arrow().select(["video_id", "scenario", "video_latents", "key_frame"])
-            .to_pylist()}
-    assert rows["video3"]["video_latents"]["latents"] is None and rows["video3"]["key_frame"] is None
-    meta = {k.decode(): v.decode() for k, v in table.schema.field("video_latents").metadata.items()}
+    cells = _cells(db)
+    assert set(cells) == {"video0", "video1", "video2"}  # video3 failed: NULL
+    keys = {r["video_id"]: r["key_frame"] for r in table.to_arrow().select(["video_id", "key_frame"]).to_pylist()}
+    assert keys["video3"] is None
+    field = table.to_lance().schema.field("video_latents")
+    meta = {k.decode(): v.decode() for k, v in field.metadata.items()}
+    assert is_blob(field), field  # written by geneva as a Lance blob
     assert meta["vw.size"] == "96x64" and meta["vw.num_frames"] == "9" and meta["vw.random_weights"] == "true"
-    for vid in ("video0", "video1", "video2"):
-        plain, flipped = latents_of(rows[vid]["video_latents"])
+    for vid, cell in cells.items():
+        plain, flipped = latents_of(cell)
         assert plain.shape == (1, 4, 3, 8, 12) and flipped is not None
-        assert rows[vid]["key_frame"] == rows[vid]["video_latents"]["key_frame"]
+        assert keys[vid] == key_frame_of(cell)
 
     out = root / "scenario_metadata.json"
     latents_dir, frames_dir = root / "latents", root / "frames"
@@ -198,13 +213,14 @@ def test_backfill_export_and_reader(warehouse: dict, monkeypatch: pytest.MonkeyP
         entry = entries[vid]
         assert entry["latent_path"] == str(latents_dir / entry["scenario"] / f"{vid}.npz")
         # every file the metadata points at exists, and equals the column
+        assert Path(entry["latent_path"]).read_bytes() == cells[vid]  # the file is the cell
         with np.load(entry["latent_path"]) as npz:
-            plain, flipped = latents_of(rows[vid]["video_latents"])
+            plain, flipped = latents_of(cells[vid])
             np.testing.assert_array_equal(npz["latents"], plain[0])
             np.testing.assert_array_equal(npz["latents_flipped"], flipped[0])
             assert npz["latents"].dtype == np.float16 and float(npz["fps"]) == 8 and int(npz["width"]) == 96
             assert float(npz["scaling_factor"]) == pytest.approx(float(meta["vw.scaling_factor"]))
-        assert Path(entry["image_path"]).read_bytes() == rows[vid]["key_frame"]
+        assert Path(entry["image_path"]).read_bytes() == keys[vid]
     failed = json.loads((latents_dir / "failed_videos.json").read_text())
     assert [f["video_id"] for f in failed] == ["video3"] and "video3" in failed[0]["uri"]
 
@@ -218,9 +234,24 @@ def test_backfill_export_and_reader(warehouse: dict, monkeypatch: pytest.MonkeyP
     one = VideoLatentDataset(db, flipped="none", prompts="caption", where="video_id = 'video1'")
     captions = {r["video_id"]: r["caption"] for r in table.to_arrow().to_pylist()}
     assert len(one) == 1 and one[0]["prompt"] == captions["video1"]
-    np.testing.assert_array_equal(one[0]["latents"].numpy(), latents_of(rows["video1"]["video_latents"])[0][0])
+    np.testing.assert_array_equal(one[0]["latents"].numpy(), latents_of(cells["video1"])[0][0])
     # rank sharding: two ranks see disjoint halves of one seeded order
     orders = [list(VideoLatentDataset(db).loader(batch_size=1, seed=3, rank=r, world_size=2).sampler)
               for r in (0, 1)]
     assert not set(orders[0]) & set(orders[1]) and len(orders[0]) + len(orders[1]) == len(ds)
     assert orders[0] == list(VideoLatentDataset(db).loader(batch_size=1, seed=3, rank=0, world_size=2).sampler)
+
+
+def test_npz_arrays_are_views_of_stored_members_and_read_compressed_ones() -> None:
+    from udfs.video_latents import npz_arrays
+
+    arrays = {"latents": np.arange(24, dtype=np.float16).reshape(2, 3, 4), "fps": np.float32(8),
+              "fortran": np.asfortranarray(np.arange(6, dtype=np.int32).reshape(2, 3))}
+    for save in (np.savez, np.savez_compressed):
+        buf = io.BytesIO()
+        save(buf, **arrays)
+        got = npz_arrays(buf.getvalue())
+        assert set(got) == set(arrays)
+        for name, value in arrays.items():
+            np.testing.assert_array_equal(got[name], value)
+            assert got[name].dtype == value.dtype and got[name].shape == np.shape(value)
