@@ -27,7 +27,7 @@ if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 DEST=.gpu-payload/wheels
-PACKAGES=(torchcodec==0.17.0 av==18.1.0 nvidia-ml-py==13.615.71)
+PACKAGES=(torchcodec==0.17.0 av==18.1.0 nvidia-ml-py==13.615.71 diffusers==0.42.1)
 LIMIT_MIB=64
 
 mkdir -p "$DEST"

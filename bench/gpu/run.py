@@ -63,11 +63,14 @@ PLANS: dict[str, dict[str, Any]] = {
             {"name": "qwen", "stage": "detector", "family": "qwen", "budget_s": 80.0, "min_budget_s": 30.0,
              "full_config": True, "batch_sizes": [1, 8, 32], "new_tokens": 64, "side": 384, "rows_per_call_min": 4,
              "caps": {"model_s": 4.0, "e2e_s": 6.0, "model_need_s": 10.0, "e2e_need_s": 14.0}},
+            # runs when time is left; alone with VW_GPU_ONLY=latents (a second run)
+            {"name": "latents", "stage": "latents", "budget_s": 60.0, "min_budget_s": 25.0, "full_config": True,
+             "size": [720, 480], "frames": 49, "videos_per_call": 4, "batch_sizes": [1, 2], "need_s": 20.0},
         ],
     },
     "cpu": {
         "device": "cpu",
-        "deadline_s": 110.0,
+        "deadline_s": 130.0,
         "reserve_s": 2.0,
         "overhead_s": 6.0,
         "videos": {"clip": dict(width=320, height=180, fps=30, seconds=6.0, per_gop=2, bitrate=400_000),
@@ -86,6 +89,8 @@ PLANS: dict[str, dict[str, Any]] = {
             {"name": "qwen", "stage": "detector", "family": "qwen", "budget_s": 20.0, "min_budget_s": 5.0,
              "full_config": False, "batch_sizes": [2], "new_tokens": 4, "side": 384, "rows_per_call_min": 2,
              "caps": {"model_s": 0.1, "e2e_s": 0.1, "model_need_s": 1.0, "e2e_need_s": 1.0}},
+            {"name": "latents", "stage": "latents", "budget_s": 15.0, "min_budget_s": 5.0, "full_config": False,
+             "size": [96, 64], "frames": 9, "videos_per_call": 2, "batch_sizes": [1, 2], "need_s": 1.0},
         ],
     },
 }
@@ -258,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cfg = stage | {"device": plan["device"], "budget_s": budget, "decode_threads": threads,
                        "work_dir": str(work), "main_gop": "gop250"}
-        if stage["stage"] in ("vjepa",):
+        if stage["stage"] in ("vjepa", "latents"):
             cfg["videos"] = paths["clip"]
         elif stage["stage"] == "dinov2":
             cfg["videos"] = paths["long"]

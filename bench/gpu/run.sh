@@ -38,7 +38,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
 PY=${VW_PYTHON:-python3}
 PREFIX=${VW_GPU_PREFIX:-${TMPDIR:-/tmp}/vw-gpu}
-if [ "$CPU" = 1 ]; then TOTAL=${VW_GPU_TOTAL_S:-115}; else TOTAL=${VW_GPU_TOTAL_S:-470}; fi
+if [ "$CPU" = 1 ]; then TOTAL=${VW_GPU_TOTAL_S:-135}; else TOTAL=${VW_GPU_TOTAL_S:-470}; fi
 LOG="$OUT/run.log"
 : > "$LOG"
 exec > >(tee -a "$LOG") 2>&1

@@ -1,4 +1,4 @@
-"""The three model stages of the GPU run, each under a time budget (one process per stage).
+"""The model stages of the GPU run, each under a time budget (one process per stage).
 
 ``python -m bench.gpu.stages STAGE --config CFG.json --out RESULT.json`` runs one stage:
 
@@ -9,6 +9,10 @@
 ``dinov2``
     :class:`udfs.frame_features.FrameFeatures` at ``fps`` (DINOv2-large from its config with
     random weights, :func:`bench.frame_features.dinov2_large_random`) over long videos.
+``latents``
+    :class:`udfs.video_latents.VideoLatents` (the CogVideoX-2b VAE from its config with random
+    weights, bf16, tiled) on 49 frames at 8 fps, 720x480, plain and flipped
+    (:func:`bench.video_latents.bench_stage`).
 ``detector``
     :class:`udfs.detections.WindowDetections` (LLaVA-NeXT-Video-7B or Qwen2.5-VL-7B from their
     configs, random bf16 weights, :data:`bench.detections.FULL_MODELS`) on 4 s windows at 1 fps,
@@ -53,7 +57,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 GOALS = {"vjepa_clips_per_s": 20.0, "dinov2_frames_per_s": 1000.0, "detector_windows_per_s": 8.0,
-         "gpu_busy_fraction": 0.80}
+         "gpu_busy_fraction": 0.80,
+         # the seed's latent preprocessing: ~40 min on one GPU for ~1,350 training videos, plain and flipped
+         "latents_clips_per_s": 1.2}
 
 
 def log(msg: str) -> None:
@@ -601,7 +607,34 @@ def stage_detector(cfg: dict[str, Any], rec: Recorder) -> None:
     rec.save()
 
 
-STAGES = {"vjepa": stage_vjepa, "dinov2": stage_dinov2, "detector": stage_detector}
+# ---------------------------------------------------------------------------------- video latents
+
+
+def stage_latents(cfg: dict[str, Any], rec: Recorder) -> None:
+    """The CogVideoX VAE latents of :mod:`udfs.video_latents` (see :func:`bench.video_latents.bench_stage`)."""
+    from bench.video_latents import bench_stage
+    from udfs.video_latents import LatentSettings
+
+    budget = Budget(cfg["budget_s"])
+    device = cfg["device"]
+    width, height = cfg["size"]
+    settings = LatentSettings(fps=8, width=width, height=height, frames=cfg["frames"], clips=1, augment=True)
+    paths = [p for group in cfg["videos"].values() for p in group][: cfg["videos_per_call"]]
+    rec.doc["model"] = {"name": "CogVideoX-2b VAE config" if cfg["full_config"] else "tiny VAE config",
+                        "random_weights": True}
+    rec.doc["config"] = {"size": f"{width}x{height}", "frames": cfg["frames"], "fps": 8, "augment": True,
+                         "videos_per_call": len(paths), "batch_sizes": cfg["batch_sizes"]}
+    rec.save()
+    for b in cfg["batch_sizes"]:
+        guarded(rec, "end_to_end", f"b{b}", budget, cfg["need_s"],
+                lambda b=b: bench_stage(paths, "tiny", settings, b, device, full=cfg["full_config"]))
+    runs = [r for r in rec.doc.get("end_to_end", {}).values() if isinstance(r, dict) and "end_to_end_clips_per_s" in r]
+    best = max((r["end_to_end_clips_per_s"] for r in runs), default=None)
+    rec.doc["goals"] = {"clips_per_s_end_to_end_best": goal(best, GOALS["latents_clips_per_s"])}
+    rec.save()
+
+
+STAGES = {"vjepa": stage_vjepa, "dinov2": stage_dinov2, "detector": stage_detector, "latents": stage_latents}
 
 
 def environment(device: str) -> dict[str, Any]:
