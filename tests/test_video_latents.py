@@ -223,6 +223,8 @@ def test_backfill_export_and_reader(warehouse: dict, monkeypatch: pytest.MonkeyP
         assert Path(entry["image_path"]).read_bytes() == keys[vid]
     failed = json.loads((latents_dir / "failed_videos.json").read_text())
     assert [f["video_id"] for f in failed] == ["video3"] and "video3" in failed[0]["uri"]
+    # the row's error record: what geneva kept when the video failed to decode
+    assert failed[0]["error_type"] != "NotComputed" and "video3" in failed[0]["error"]
 
     ds = VideoLatentDataset(db)
     variants = {r["video_id"]: r["prompt_variants"] for r in table.to_arrow().to_pylist()}
