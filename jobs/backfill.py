@@ -412,7 +412,24 @@ def run_backfill(
     # Derived columns once every job has committed: their merges rewrite the table's fragments,
     # which would make a job still running on the same table commit-conflict and run again.
     reports = {id(run): [firsts[id(run)], *_fill_derived(run, scoped[id(run)], log)] for run in runs}
+    _refresh_indexes(runs, log)
     return [r for run in runs for r in reports[id(run)]]
+
+
+def _refresh_indexes(runs: list[StageRun], log: Callable[[str], None]) -> None:
+    """Bring the filled tables' indexes up to date incrementally once enough rows are missing from them
+    (:data:`tables.indexes.STALE_FRACTION`); ``vw index`` does it at any count."""
+    from tables.indexes import refresh_stale_indexes
+
+    done: set[str] = set()
+    for run in runs:
+        name = run.table.name
+        if name in done:
+            continue
+        done.add(name)
+        run.table.checkout_latest()
+        for report in refresh_stale_indexes(run.table, name):
+            log(f"index {name}.{report.column}: {report.detail} ({report.seconds:.1f}s)")
 
 
 def open_stage_table(conn: Any, stage: Stage) -> Any:

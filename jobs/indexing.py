@@ -10,6 +10,11 @@ For a table (default ``videos``) and optionally one column:
 * ``caption``: the full-text index;
 * a scalar column: a scalar index.
 
+An index that exists is brought up to date incrementally when rows are missing from it (Lance's
+index optimisation adds them as a delta; ``refreshed``), left as it is when it is up to date
+(``skipped``), and a vector index the table has outgrown (more new rows than indexed ones), or one
+asked for with other parameters, is rebuilt.
+
 Without a column: every vector column, the full-text index of ``caption`` and the scalar indexes
 of :data:`tables.indexes.SCALAR_CANDIDATES`. Every ANN index is followed by a recall@10 / latency
 measurement against exact search on a sample of the column's own vectors.
@@ -33,8 +38,11 @@ from tables.indexes import (
     build_vector_index,
     ensure_fts_index,
     ensure_scalar_index,
+    index_kind,
+    index_states,
     measure_recall,
     plan_vector_index,
+    refresh_index,
     sample_vectors,
 )
 from tables.names import VIDEOS
@@ -70,9 +78,21 @@ def _vector(table: Any, table_name: str, column: str, opts: IndexOptions, multiv
     kind = "multivector" if multivector else "vector"
     if plan.index_type is None:
         return IndexReport(table_name, column, kind, "skipped", plan.reason)
-    seconds = build_vector_index(table, column, plan)
-    report = IndexReport(table_name, column, kind, "built", f"{plan.index_type} {plan.params}", seconds,
-                         params=dict(plan.params))
+    state = next((s for s in index_states(table) if s["columns"] == [column] and index_kind(s["type"]) == "vector"),
+                 None)
+    overridden = opts.index_type or opts.num_partitions or opts.num_sub_vectors
+    if state is not None and not overridden and state["unindexed_rows"] <= state["indexed_rows"]:
+        # An index that still covers most rows gets the new ones incrementally; one outgrown by the
+        # table (more new rows than indexed ones) is rebuilt, so its partitions fit the data again.
+        if not state["unindexed_rows"]:
+            return IndexReport(table_name, column, kind, "skipped",
+                               f"already indexed ({state['type']}, {state['indexed_rows']} rows), up to date")
+        report = refresh_index(table, table_name, state)
+        report.kind = kind
+    else:
+        seconds = build_vector_index(table, column, plan)
+        report = IndexReport(table_name, column, kind, "built", f"{plan.index_type} {plan.params}", seconds,
+                             params=dict(plan.params))
     if opts.measure:
         queries = sample_vectors(table, column, opts.recall_queries)
         m = measure_recall(table, column, queries)

@@ -150,7 +150,10 @@ def staged_events(table: Any, scope: str) -> StagedRows:
 
 
 def ensure_event_indexes(table: Any) -> list[str]:
-    """Create the missing scalar indexes of :data:`EVENT_INDEXES`; returns the columns indexed now."""
+    """Create the missing scalar indexes of :data:`EVENT_INDEXES` and bring stale ones up to date
+    incrementally past :data:`tables.indexes.STALE_FRACTION`; returns the columns indexed or refreshed now."""
+    from tables.indexes import refresh_stale_indexes
+
     if table.count_rows() == 0:
         return []
     have = {tuple(i.columns)[0] for i in table.list_indices() if len(i.columns) == 1}
@@ -159,4 +162,4 @@ def ensure_event_indexes(table: Any) -> list[str]:
         if column not in have:
             table.create_scalar_index(column, index_type=kind)
             made.append(column)
-    return made
+    return made + [r.column for r in refresh_stale_indexes(table, EVENTS)]

@@ -203,12 +203,59 @@ def existing_indexes(table: Any) -> dict[str, str]:
     return {list(i.columns)[0]: str(i.index_type) for i in table.list_indices() if len(i.columns) == 1}
 
 
+#: A backfill or an events refresh brings an index up to date once this share of the indexed rows
+#: (and at least :data:`STALE_MIN_ROWS` rows) is not in it; ``vw index`` does at any count.
+STALE_FRACTION = 0.1
+STALE_MIN_ROWS = 1000
+
+
+def index_kind(index_type: str) -> str:
+    """``vector``, ``fts`` or ``scalar`` for an index type as Lance names it."""
+    t = index_type.upper()
+    if "IVF" in t or "HNSW" in t:
+        return "vector"
+    return "fts" if "INVERTED" in t or "FTS" in t else "scalar"
+
+
+def _state_of(table: Any, column: str) -> dict[str, Any] | None:
+    return next((s for s in index_states(table) if s["columns"] == [column]), None)
+
+
+def refresh_index(table: Any, table_name: str, state: dict[str, Any]) -> IndexReport:
+    """Add the rows an index lacks to it incrementally (Lance's index optimisation: the new rows
+    go into a delta of the existing index; nothing is retrained or rebuilt)."""
+    start = time.monotonic()
+    table.to_lance().optimize.optimize_indices(index_names=[state["name"]])
+    table.checkout_latest()
+    after = _state_of(table, state["columns"][0]) or state
+    left = f", {after['unindexed_rows']} still not indexed" if after["unindexed_rows"] else ""
+    return IndexReport(table_name, state["columns"][0], index_kind(state["type"]), "refreshed",
+                       f"{state['unindexed_rows']} new rows added to the {state['type']} index incrementally{left}",
+                       time.monotonic() - start)
+
+
+def refresh_stale_indexes(table: Any, table_name: str, min_fraction: float = STALE_FRACTION,
+                          min_rows: int = STALE_MIN_ROWS) -> list[IndexReport]:
+    """:func:`refresh_index` for every index of ``table`` missing at least ``min_rows`` rows and
+    ``min_fraction`` of its indexed rows (``0, 1``: every index missing any row)."""
+    out = []
+    for state in index_states(table):
+        behind = state["unindexed_rows"]
+        if behind >= max(1, min_rows) and behind >= min_fraction * state["indexed_rows"]:
+            out.append(refresh_index(table, table_name, state))
+    return out
+
+
 def ensure_scalar_index(table: Any, table_name: str, column: str, kind: str | None = None,
                         replace: bool = False) -> IndexReport:
-    """Create a scalar index on ``column`` (kind chosen by :func:`scalar_index_kind` unless given)."""
+    """Create a scalar index on ``column`` (kind chosen by :func:`scalar_index_kind` unless given);
+    an existing one is brought up to date incrementally (or left as it is when it is)."""
     have = existing_indexes(table)
     if column in have and not replace:
-        return IndexReport(table_name, column, "scalar", "skipped", f"already indexed ({have[column]})")
+        state = _state_of(table, column)
+        if state is not None and state["unindexed_rows"]:
+            return refresh_index(table, table_name, state)
+        return IndexReport(table_name, column, "scalar", "skipped", f"already indexed ({have[column]}), up to date")
     chosen = kind or scalar_index_kind(table, column)
     if chosen is None:
         return IndexReport(table_name, column, "scalar", "skipped",
@@ -219,7 +266,13 @@ def ensure_scalar_index(table: Any, table_name: str, column: str, kind: str | No
 
 
 def ensure_fts_index(table: Any, table_name: str, column: str) -> IndexReport:
-    """(Re)build LanceDB's native full-text index on a text column."""
+    """Build LanceDB's native full-text index on a text column; an existing one is brought up to
+    date incrementally (or left as it is when it is)."""
+    state = _state_of(table, column)
+    if state is not None and index_kind(state["type"]) == "fts":
+        if state["unindexed_rows"]:
+            return refresh_index(table, table_name, state)
+        return IndexReport(table_name, column, "fts", "skipped", f"already indexed ({state['type']}), up to date")
     start = time.monotonic()
     table.create_fts_index(column, replace=True)
     return IndexReport(table_name, column, "fts", "built", "native inverted index (BM25)",
