@@ -180,6 +180,20 @@ def test_selective_filter_still_returns_k(wh: dict, indexed: dict) -> None:
     assert len(res) == RARE - 1 and set(res.column("video_id")) <= set(rare)
 
 
+def test_auto_picks_the_path_by_cost(wh: dict, indexed: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tables.vector_search as vs
+
+    q = wh["pooled"][7]
+    small = search(wh["conn"], vector=q, k=10)  # a small table: exact beats the index
+    assert small.plan["video"]["method"] == "exact" and "<=" in small.plan["video"]["chosen_because"]
+    monkeypatch.setattr(vs, "EXACT_BUDGET", 1000)
+    big = search(wh["conn"], vector=q, k=10)  # past the budget: the HNSW index
+    assert big.plan["video"]["method"] == "ann" and ">" in big.plan["video"]["chosen_because"]
+    rare = search(wh["conn"], vector=q, k=5, where="source = 'rare'")  # a selective filter: exact again
+    assert rare.plan["video"]["method"] == ("exact" if RARE * q.shape[-1] <= 1000 else "ann")
+    assert len(set(small.column("video_id")) & set(big.column("video_id"))) >= 9
+
+
 def test_ann_paths_agree_with_exact(wh: dict, indexed: dict) -> None:
     q = wh["pooled"][42]
     ann_res = search(wh["conn"], vector=q, k=10, candidates="ann")
