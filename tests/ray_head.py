@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -90,3 +91,47 @@ def running_head(num_cpus: int) -> Iterator[RayHead]:
     finally:
         head.stop()
     assert not head.pids(), "the test Ray head left processes behind"
+
+
+class RayNode:
+    """A second Ray node on this machine joined to ``head`` with ``ray start --address``: its own
+    node-manager and object-manager ports mark its processes, so :meth:`kill` ends exactly this
+    node (its raylet, agents and workers), as a machine that disappears would."""
+
+    def __init__(self, head: RayHead, num_cpus: int = 1) -> None:
+        self.head = head
+        self.num_cpus = num_cpus
+        self.node_manager_port = free_port()
+        self.object_manager_port = free_port()
+        while self.object_manager_port == self.node_manager_port:
+            self.object_manager_port = free_port()
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Join the head and wait until the node's raylet runs."""
+        subprocess.run(
+            [self.head.ray_bin, "start", "--address", f"127.0.0.1:{self.head.port}", "--node-ip-address", "127.0.0.1",
+             "--num-cpus", str(self.num_cpus), "--num-gpus", "0",
+             "--node-manager-port", str(self.node_manager_port),
+             "--object-manager-port", str(self.object_manager_port), "--disable-usage-stats"],
+            env=self.head.env, check=True, capture_output=True, timeout=timeout,
+        )
+        deadline = time.monotonic() + timeout
+        while not self.pids():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the second Ray node's raylet did not start")
+            time.sleep(0.3)
+
+    def pids(self) -> list[int]:
+        """The node's processes: its raylet, the workers and agents it started, and their children."""
+        port = self.node_manager_port
+        return marked_processes((f"--node_manager_port={port} ", f"--node-manager-port={port} "))
+
+    def kill(self) -> list[int]:
+        """SIGKILL every process of the node at once (no clean shutdown); returns their pids."""
+        pids = self.pids()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return pids
