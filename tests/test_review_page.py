@@ -159,7 +159,7 @@ def browser() -> Iterator[Any]:
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required",
-                                                              "--no-sandbox"])
+                                                              "--no-sandbox", "--disable-dev-shm-usage"])
         yield b
         b.close()
 
