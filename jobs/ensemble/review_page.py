@@ -23,6 +23,7 @@ Python document model for a page that is otherwise plain HTML.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -48,8 +49,19 @@ _ASSETS = ("review.js", "review.css")
 
 
 def _in_script(value: Any) -> str:
-    """JSON safe inside an HTML ``<script>`` element."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).replace("</", "<\\/")
+    """JSON safe inside an HTML ``<script>`` element (every ``<`` escaped: no ``</script>``, no ``<!--``)."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False).replace("<", "\\u003c")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def browser_href(uri: str | None) -> str | None:
@@ -175,7 +187,7 @@ def write_review_page(result: EnsembleResult, out_dir: str | Path, conn: Any = N
         files.append(path)
     template = (resources.files("jobs.ensemble") / "review_assets" / "index.html").read_text(encoding="utf-8")
     page = template.replace("{{title}}", f"Ensemble run {result.run_id}".replace("<", "&lt;"))
-    page = page.replace("{{index}}", _in_script(data.index))
+    page = page.replace("{{index}}", _in_script(_finite(data.index)))
     _write(out / INDEX_FILE, page)
     files += [out / CLIP_DIR / Path(c.file).name for items in cut.values() for c in items]
     return [out / INDEX_FILE, *files]
