@@ -1,5 +1,6 @@
-"""Cost curves: what ingest, a backfill, `vw status`, the windows table and the feature reader cost
-as the warehouse grows, with the framework's overhead per row beside the UDF's own cost.
+"""Cost curves: what ingest, a backfill, `vw status`, the windows table, events, `vw index`, search
+and the feature reader cost as the warehouse grows, with the framework's overhead per row beside
+the UDF's own cost.
 
 Warehouses of growing size are built from small generated clips (2 s at 128x96, 10 fps: decoding is
 cheap, so the framework's own costs show); the files are copies of 20 distinct clips (copies, not
@@ -14,6 +15,11 @@ the first connection, the models' first load). At each size ``N`` (one fresh war
 ``udf``           the same UDF class called in this process on the same rows, in batches of 8: the
                   UDF's own cost; ``backfill / udf`` is geneva's overhead factor
 ``reader``        ``FrameFeatureDataset`` over the filled column, one pass, batch 32, no workers
+``events``        ``write_events`` of 5 events per video (``N x 5`` rows) and ``ensure_event_indexes``
+``events_query``  an events filter (one model and label) counted, with the scalar indexes
+``index``         ``vw index --column frame_features``: the ``frames`` table (20 frames per video)
+                  and its vector index, without the recall measurement
+``search_p50``    ``search(video_id=..., column="frame_features")``: the median of 10 queries
 
 Sizes: 100, 1,000 and 10,000 rows for ingest, status and windows; 100 and 1,000 for the backfill,
 the in-process UDF and the reader (10,000 with ``--full``, 100,000 with ``VW_RUN_SLOW=1``). Prints one
@@ -92,12 +98,28 @@ def _reader(db: str) -> float:
     return time.perf_counter() - start
 
 
+def _events(conn: Any, n: int) -> int:
+    """Write 5 events per video of a warehouse of ``n`` videos and build / refresh their indexes."""
+    from tables.events import Event, ensure_event_indexes, open_events, write_events
+
+    labels = ("Goal", "Foul", "Corner", "Shots on target", "Offside")
+    events = [Event(f"v{i:06d}", "qwen" if j % 2 else "llava", 2.0 * j + 0.5, labels[(i + j) % 5],
+                    confidence=0.1 + 0.15 * j) for i in range(n) for j in range(5)]
+    table = open_events(conn)
+    write_events(table, events)
+    ensure_event_indexes(table)
+    return len(events)
+
+
 def measure(n: int, clips: list[Path], work: Path, with_backfill: bool) -> dict[str, float]:
     """Seconds per step for a fresh warehouse of ``n`` videos."""
     from jobs.backfill import BackfillOptions, run_backfill
+    from jobs.indexing import IndexOptions, run_index
     from jobs.status import warehouse_status
     from tables.connection import connect, open_videos
+    from tables.events import open_events
     from tables.ingest import ingest
+    from tables.search import search
     from tables.windows import WindowSettings, refresh_windows
 
     videos = _videos(work / f"videos-{n}", clips, n)
@@ -109,6 +131,9 @@ def measure(n: int, clips: list[Path], work: Path, with_backfill: bool) -> dict[
         raise RuntimeError(f"ingest of {n} files inserted {report.inserted}: {report.failures[:3]}")
     out["status"], _ = _timed(lambda: warehouse_status(conn))
     out["windows"], _ = _timed(lambda: refresh_windows(conn, WindowSettings(4.0, 2.0, 1.0)))
+    out["events"], _ = _timed(lambda: _events(conn, n))
+    events = open_events(conn, create=False)
+    out["events_query"], _ = _timed(lambda: events.count_rows("model = 'qwen' AND label = 'Goal'"))
     if with_backfill:
         out["backfill"], reports = _timed(lambda: run_backfill(conn, ["frame_features"],
                                                                BackfillOptions(profile="tiny"), log=lambda m: None))
@@ -117,6 +142,11 @@ def measure(n: int, clips: list[Path], work: Path, with_backfill: bool) -> dict[
         out["udf"] = _udf_in_process(conn)
         out["status_after_backfill"], _ = _timed(lambda: warehouse_status(conn))
         out["reader"] = _reader(db)
+        out["index"], _ = _timed(lambda: run_index(conn, "videos", "frame_features",
+                                                   IndexOptions(min_rows=256, measure=False), log=lambda m: None))
+        ids = [f"v{i:06d}" for i in range(0, n, max(1, n // 10))][:10]
+        times = [_timed(lambda v=v: search(conn, video_id=v, column="frame_features", k=10))[0] for v in ids]
+        out["search_p50"] = float(np.median(times))
     shutil.rmtree(videos)
     return out
 
