@@ -14,6 +14,8 @@
 #       glue, which is exactly the FFmpeg major that torchcodec's libtorchcodec_core8.so links against;
 #       bench/gpu/payload.py adds the soname links. It also encodes the test videos (libx264).
 #   nvidia-ml-py: pynvml, for torch.cuda.utilization() (NVML busy samples).
+#   diffusers 0.42.1 (the video_latents stage's CogVideoX VAE) and requests with its dependencies,
+#       which diffusers imports and which transformers 5 / huggingface-hub 1 no longer pull in.
 # Not carried because the GPU machine has them: torch, torchvision, transformers, numpy, pyarrow,
 # pillow, pyyaml, fsspec, safetensors, tokenizers (a transformers dependency). Not needed at all:
 # lancedb / lance / geneva / ray (the bench calls the UDF classes directly).
@@ -27,7 +29,8 @@ if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 DEST=.gpu-payload/wheels
-PACKAGES=(torchcodec==0.17.0 av==18.1.0 nvidia-ml-py==13.615.71 diffusers==0.42.1)
+PACKAGES=(torchcodec==0.17.0 av==18.1.0 nvidia-ml-py==13.615.71 diffusers==0.42.1 requests==2.34.2 urllib3==2.8.0
+          idna==3.21 charset-normalizer==3.5.3 certifi==2026.10.19.post1)
 LIMIT_MIB=64
 
 mkdir -p "$DEST"
