@@ -34,7 +34,7 @@ import numpy as np
 
 from tables.filters import combine, literal
 from tables.names import VIDEOS
-from tables.sharding import ShardedSampler
+from tables.sharding import ShardedSampler, epoch_loader
 from tables.snapshot import pin_table
 from udfs.errors import VwError
 from udfs.frame_features import frame_features_column, times_column
@@ -150,35 +150,8 @@ class FrameFeatureDataset:
                rank: int | None = None, world_size: int | None = None, even: bool = False,
                **kwargs: Any) -> Any:
         """A ``DataLoader`` with :meth:`sampler` and :func:`pad_collate` (extra kwargs pass through)."""
-
-        if num_workers > 0:
-            kwargs.setdefault("persistent_workers", True)
-            # Lance is not fork-safe once used in the parent: workers start from a clean process.
-            kwargs.setdefault("multiprocessing_context", "forkserver")
-        return _feature_loader_class()(self, batch_size=batch_size,
-                                       sampler=self.sampler(seed, shuffle, rank, world_size, even),
-                                       num_workers=num_workers, collate_fn=pad_collate, **kwargs)
-
-
-_FEATURE_LOADER: Any = None
-
-
-def _feature_loader_class() -> Any:
-    """``DataLoader`` with ``set_epoch`` (as :class:`~tables.clip_dataset.ClipLoader` has): made on first use,
-    so importing this module does not import torch."""
-    global _FEATURE_LOADER
-    if _FEATURE_LOADER is None:
-        from torch.utils.data import DataLoader
-
-        class FeatureLoader(DataLoader):
-            """A ``DataLoader`` over a :class:`FrameFeatureDataset`; ``set_epoch`` selects the epoch's order."""
-
-            def set_epoch(self, epoch: int) -> None:
-                """Shuffle (and shard) for ``epoch``: the same order for a seed and epoch on every run."""
-                self.sampler.set_epoch(epoch)
-
-        _FEATURE_LOADER = FeatureLoader
-    return _FEATURE_LOADER
+        return epoch_loader(self, batch_size, self.sampler(seed, shuffle, rank, world_size, even), num_workers,
+                            collate_fn=pad_collate, **kwargs)
 
 
 def _is_number(value: Any) -> bool:

@@ -22,10 +22,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from tables.feature_dataset import _feature_loader_class
 from tables.filters import combine, literal
 from tables.names import VIDEOS
-from tables.sharding import ShardedSampler
+from tables.sharding import ShardedSampler, epoch_loader
 from tables.snapshot import pin_table
 from udfs.errors import VwError
 from udfs.video_latents import NAME, clip_latents, npz_arrays
@@ -111,9 +110,5 @@ class VideoLatentDataset:
     def loader(self, batch_size: int = 4, *, num_workers: int = 0, seed: int = 0, shuffle: bool = True,
                rank: int | None = None, world_size: int | None = None, even: bool = False, **kwargs: Any) -> Any:
         """A ``DataLoader`` over the samples, shuffled by ``seed`` per epoch and sharded by rank."""
-        if num_workers > 0:
-            kwargs.setdefault("persistent_workers", True)
-            kwargs.setdefault("multiprocessing_context", "forkserver")
-        sampler = ShardedSampler(len(self), seed, shuffle, rank, world_size, even)
-        return _feature_loader_class()(self, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                                       **kwargs)
+        return epoch_loader(self, batch_size, ShardedSampler(len(self), seed, shuffle, rank, world_size, even),
+                            num_workers, **kwargs)

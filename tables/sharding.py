@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -85,3 +86,34 @@ class ShardedSampler:
 
     def __len__(self) -> int:
         return len(self.indices())
+
+
+_EPOCH_LOADER: Any = None
+
+
+def epoch_loader_class() -> Any:
+    """``DataLoader`` with ``set_epoch`` (as :class:`~tables.clip_dataset.ClipLoader` has), made on first
+    use so that importing a reader does not import torch."""
+    global _EPOCH_LOADER
+    if _EPOCH_LOADER is None:
+        from torch.utils.data import DataLoader
+
+        class EpochLoader(DataLoader):
+            """A ``DataLoader`` over a :class:`ShardedSampler`; ``set_epoch`` selects the epoch's order."""
+
+            def set_epoch(self, epoch: int) -> None:
+                """Shuffle (and shard) for ``epoch``: the same order for a seed and epoch on every run."""
+                self.sampler.set_epoch(epoch)
+
+        _EPOCH_LOADER = EpochLoader
+    return _EPOCH_LOADER
+
+
+def epoch_loader(dataset: Any, batch_size: int, sampler: ShardedSampler, num_workers: int = 0,
+                 **kwargs: Any) -> Any:
+    """A :func:`epoch_loader_class` loader over ``dataset`` with ``sampler``. With workers, they persist
+    across epochs and start with ``forkserver``: Lance is not fork-safe once used in the parent."""
+    if num_workers > 0:
+        kwargs.setdefault("persistent_workers", True)
+        kwargs.setdefault("multiprocessing_context", "forkserver")
+    return epoch_loader_class()(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, **kwargs)
