@@ -17,8 +17,8 @@ the first connection, the models' first load). At each size ``N`` (one fresh war
 ``reader``        ``FrameFeatureDataset`` over the filled column, one pass, batch 32, no workers
 ``events``        ``write_events`` of 5 events per video (``N x 5`` rows) and ``ensure_event_indexes``
 ``events_query``  an events filter (one model and label) counted, with the scalar indexes
-``index``         ``vw index --column frame_features``: the ``frames`` table (20 frames per video)
-                  and its vector index, without the recall measurement
+``index``         ``vw index --column frame_features``: the ``frames`` table (2 frames per video: 2 s at
+                  1 fps) and its vector index from 256 frames on, without the recall measurement
 ``search_p50``    ``search(video_id=..., column="frame_features")``: the median of 10 queries
 
 Sizes: 100, 1,000 and 10,000 rows for ingest, status and windows; 100 and 1,000 for the backfill,
