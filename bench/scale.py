@@ -171,9 +171,11 @@ def draw(results: dict[int, dict[str, float]], slope: dict[str, float], path: Pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    for step, s in slope.items():
+    colours = plt.get_cmap("tab20")
+    for i, (step, s) in enumerate(slope.items()):
         points = [(n, r[step]) for n, r in sorted(results.items()) if step in r]
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{step} (slope {s:g})")
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="osD^v"[i % 5], color=colours(i % 20),
+                label=f"{step} (slope {s:g})")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("rows")
