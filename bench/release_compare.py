@@ -22,13 +22,11 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.releases import ROOT, release_worktree, run_vw, short_head
 
 #: The last commit whose stages filled each derived column with a geneva job of its own, one job after another.
 BASELINE_REF = "5f324a2"
@@ -41,7 +39,6 @@ CAPTIONS = [
 ]
 
 JOB_ID = re.compile(r"geneva \| job:\s*([0-9a-f]{32})")
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _clips(folder: Path, count: int) -> None:
@@ -59,29 +56,19 @@ def _msrvtt(path: Path) -> None:
     path.write_text(json.dumps({"info": {}, "videos": videos, "sentences": sentences}))
 
 
-def _vw(code: Path, args: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str, int]:
-    """Run ``vw ARGS`` from the code at ``code``; (seconds, output without colour codes, exit status)."""
-    run_env = {**env, "PYTHONPATH": str(code)}
-    start = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", "import sys; from jobs.cli import main; sys.argv[0] = 'vw'; main()",
-                           *args], env=run_env, cwd=cwd, capture_output=True, text=True, timeout=1800)
-    seconds = time.monotonic() - start
-    return seconds, ANSI.sub("", done.stdout + done.stderr), done.returncode
-
-
 def _variant(name: str, code: Path, env: dict[str, str], work: Path, clips: Path, annotations: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"code": str(code)}
     db = work / f"{name}-scenarios.db"
-    _, text, rc = _vw(code, ["ingest", "--format", "msrvtt", str(annotations), "--videos-root", str(clips),
+    _, text, rc = run_vw(code, ["ingest", "--format", "msrvtt", str(annotations), "--videos-root", str(clips),
                              "--validation-ratio", "0", "--db", str(db)], env, work)
     if rc != 0:
         raise RuntimeError(f"{name}: ingest failed:\n{text[-3000:]}")
-    seconds, text, rc = _vw(code, ["backfill", "scenarios", "--db", str(db)], env, work)
+    seconds, text, rc = run_vw(code, ["backfill", "scenarios", "--db", str(db)], env, work)
     if rc != 0:
         raise RuntimeError(f"{name}: vw backfill scenarios failed:\n{text[-3000:]}")
     out["scenarios"] = {"seconds": round(seconds, 1), "geneva_jobs": len(set(JOB_ID.findall(text))),
                         "rows": len(CAPTIONS)}
-    seconds, text, rc = _vw(code, ["demo", "--db", str(work / f"{name}-demo.db"),
+    seconds, text, rc = run_vw(code, ["demo", "--db", str(work / f"{name}-demo.db"),
                                    "--videos-dir", str(work / f"{name}-demo-videos")], env, work)
     if rc != 0:
         raise RuntimeError(f"{name}: vw demo failed:\n{text[-3000:]}")
@@ -98,40 +85,35 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vwcmp", dir="/tmp"))
-    baseline = work / "baseline"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(baseline), args.baseline],
-                   check=True, capture_output=True)
-    report: dict[str, Any] = {"baseline_ref": args.baseline,
-                              "current_ref": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                                            capture_output=True, text=True).stdout.strip(),
+    report: dict[str, Any] = {"baseline_ref": args.baseline, "current_ref": short_head(),
                               "cpus": os.cpu_count(), "loadavg_before": os.getloadavg()}
     # VW_LOG_LEVEL=debug: geneva's own output (its job ids, counted here) stays on stdout in every version.
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "VW_"))}, "VW_LOG_LEVEL": "debug"}
     try:
-        clips, annotations = work / "clips", work / "MSRVTT_data.json"
-        _clips(clips, len(CAPTIONS))
-        _msrvtt(annotations)
-        report["baseline"] = _variant("baseline", baseline, {**env, "VW_LOCAL_RAY": "per-command"}, work, clips,
-                                      annotations)
-        report["current"] = _variant("current", ROOT, {**env, "VW_LOCAL_RAY": "per-command"}, work, clips,
-                                     annotations)
-        warm = {**env, "VW_LOCAL_RAY": "warm", "VW_RAY_DIR": str(work / "ray")}
-        seconds, text, rc = _vw(ROOT, ["ray", "start"], warm, work)
-        if rc != 0:
-            raise RuntimeError(f"vw ray start failed:\n{text[-3000:]}")
-        report["warm_head_start_seconds"] = round(seconds, 1)
-        try:
-            report["current-warm"] = _variant("current-warm", ROOT, warm, work, clips, annotations)
-        finally:
-            _vw(ROOT, ["ray", "stop"], warm, work)
-        for variant in ("current", "current-warm"):
-            report[f"speedup_{variant}"] = {
-                task: round(report["baseline"][task]["seconds"] / report[variant][task]["seconds"], 2)
-                for task in ("scenarios", "demo")
-            }
+        with release_worktree(args.baseline, work / "baseline") as baseline:
+            clips, annotations = work / "clips", work / "MSRVTT_data.json"
+            _clips(clips, len(CAPTIONS))
+            _msrvtt(annotations)
+            report["baseline"] = _variant("baseline", baseline, {**env, "VW_LOCAL_RAY": "per-command"}, work, clips,
+                                          annotations)
+            report["current"] = _variant("current", ROOT, {**env, "VW_LOCAL_RAY": "per-command"}, work, clips,
+                                         annotations)
+            warm = {**env, "VW_LOCAL_RAY": "warm", "VW_RAY_DIR": str(work / "ray")}
+            seconds, text, rc = run_vw(ROOT, ["ray", "start"], warm, work)
+            if rc != 0:
+                raise RuntimeError(f"vw ray start failed:\n{text[-3000:]}")
+            report["warm_head_start_seconds"] = round(seconds, 1)
+            try:
+                report["current-warm"] = _variant("current-warm", ROOT, warm, work, clips, annotations)
+            finally:
+                run_vw(ROOT, ["ray", "stop"], warm, work)
+            for variant in ("current", "current-warm"):
+                report[f"speedup_{variant}"] = {
+                    task: round(report["baseline"][task]["seconds"] / report[variant][task]["seconds"], 2)
+                    for task in ("scenarios", "demo")
+                }
     finally:
         report["loadavg_after"] = os.getloadavg()
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     text = json.dumps(report, indent=2)
     print(text)

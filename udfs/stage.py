@@ -121,6 +121,9 @@ class Stage:
     after: tuple[str, ...] = field(default=())
     #: Files ``vw export-metadata`` writes from the stage's columns (key frames, latents).
     files: tuple[StageFiles, ...] = field(default=())
+    #: What the stage's UDF counts inside a row (``"frames"``) for the progress of long rows
+    #: (:mod:`udfs.unit_progress`); ``None`` when a row is short.
+    progress_unit: str | None = None
 
     def column_names(self) -> list[str]:
         """The names of the stage's columns, main column first."""

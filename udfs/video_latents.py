@@ -55,7 +55,7 @@ import io
 import json
 import os
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -69,8 +69,11 @@ from udfs.decode import SamplingPlan, decode
 from udfs.errors import SettingError
 from udfs.models import TINY_SEED, ModelSpec, from_pretrained, no_offline_model, resolve_profile
 from udfs.stage import Stage, StageColumn, StageEnvironment, StageFiles, StageOptions
+from udfs.unit_progress import UnitReporter
 
 NAME = "video_latents"
+#: What the stage counts inside a row for the progress display: frames through the VAE.
+PROGRESS_UNIT = "frames"
 KEY_FRAME = "key_frame"
 VAE_ENV = "COGVIDEOX_VAE_MODEL"
 DEFAULT_VAE = "THUDM/CogVideoX-2b"
@@ -314,10 +317,18 @@ class VaeEncoder:
             mean = vae.encode(x).latent_dist.mean
         return (mean.float() * float(vae.config.scaling_factor)).to(torch.float16).cpu().numpy()
 
-    def encode_adaptive(self, clips: Sequence[Any], batch_size: int) -> np.ndarray:
-        """:meth:`encode` in micro-batches; on CUDA out-of-memory halve the batch and retry."""
-        out = run_adaptive(list(clips), batch_size, self.encode)
-        return np.concatenate(out)
+    def encode_adaptive(self, clips: Sequence[Any], batch_size: int,
+                        on_frames: Callable[[int], None] | None = None) -> np.ndarray:
+        """:meth:`encode` in micro-batches; on CUDA out-of-memory halve the batch and retry.
+        ``on_frames`` is told the frames of each micro-batch encoded."""
+
+        def encode(chunk: Sequence[Any]) -> np.ndarray:
+            out = self.encode(chunk)
+            if on_frames is not None:
+                on_frames(sum(len(c) for c in chunk))
+            return out
+
+        return np.concatenate(run_adaptive(list(clips), batch_size, encode))
 
 
 @dataclass
@@ -343,6 +354,8 @@ class VideoLatents:
         self._encoder: VaeEncoder | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._done = OutcomeCache(cache_rows)
+        #: Frames through the VAE, for the command's progress display (see :mod:`udfs.unit_progress`).
+        self.progress = UnitReporter(NAME, PROGRESS_UNIT)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -388,6 +401,7 @@ class VideoLatents:
                 self._done.put(key, self._encode(fut.result()))
             except Exception as err:  # noqa: BLE001 - kept and re-raised for this row
                 self._done.put(key, err)
+        self.progress.flush()
         self._done.raise_first_error(keys)
         rows = [self._done[k] for k in keys]
         for k in keys:
@@ -396,7 +410,7 @@ class VideoLatents:
 
     def _encode(self, prepared: _Prepared) -> bytes:
         assert self._encoder is not None
-        latents = self._encoder.encode_adaptive(prepared.clips, self.batch_size)
+        latents = self._encoder.encode_adaptive(prepared.clips, self.batch_size, self.progress.add)
         n = len(prepared.clips) // (2 if self.settings.augment else 1)
         plain, flipped = latents[:n], latents[n:] if self.settings.augment else None
         return npz_of(plain, flipped, prepared.times, prepared.key_frame, self.settings,
@@ -557,5 +571,6 @@ STAGE = Stage(
     udfs=_stage_udfs,
     environment=StageEnvironment("video-latents", packages=("diffusers",), gpu=True,
                                  description="CogVideoX VAE latents"),
+    progress_unit=PROGRESS_UNIT,
     files=(StageFiles("latent", NAME, npz_file, ".npz"), StageFiles("image", KEY_FRAME, png_file, ".png")),
 )
