@@ -160,6 +160,30 @@ def test_building_the_command_line_imports_nothing_heavy() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_status_reads_the_tables_without_ray_torch_or_model_code(tmp_path) -> None:
+    """``vw status`` answers from the tables: it imports neither Ray, torch nor a model library."""
+    import subprocess
+    import sys
+
+    from tables.connection import connect, open_videos
+    from tables.ingest import ingest
+    from tests.videogen import make_cfr_video
+
+    clip = make_cfr_video(tmp_path / "clip.mp4", num_frames=25, width=64, height=48)
+    assert ingest(open_videos(connect(str(tmp_path / "db"))), [str(clip.path)]).inserted == 1
+    code = (
+        "import sys\n"
+        "from jobs.cli import main\n"
+        f"sys.argv = ['vw', 'status', '--db', {str(tmp_path / 'db')!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "heavy = ('torch', 'torchcodec', 'ray', 'transformers', 'diffusers', 'timm')\n"
+        "print('HEAVY:' + ','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("videos: 1 rows"), out.stdout
+    assert out.stdout.strip().splitlines()[-1] == "HEAVY:", out.stdout
+
+
 def _docstring_nodes(tree: object) -> set[int]:
     import ast
 
