@@ -4,12 +4,15 @@ A row of a video stage can take minutes (a 10-minute 720p video sampled at 1 fps
 through the model), while geneva counts rows only. A stage that declares a ``progress_unit``
 gets a :class:`UnitReporter` in its UDF; the UDF calls ``add(n)`` as it finishes units. Reporters
 send their counts, at most once a second per process and without waiting for an answer, to one
-small named Ray actor (:data:`ACTOR_NAME` in the :data:`NAMESPACE` namespace, no CPU reserved),
-which the command that runs the job creates and polls with the rows.
+small named Ray actor per command (named after the command's Ray job, see :func:`actor_name`, in
+the :data:`NAMESPACE` namespace, no CPU reserved), which the command creates and polls with the
+rows. The actor is owned by the command's driver: when the command ends, or is killed, Ray stops
+it with the command's other workers, so nothing of a command outlives it on a warm Ray.
 
 Reporting never fails or slows a computation: outside Ray, with no counter actor (a job started
-by geneva directly), or when the actor is gone, the counts are dropped. Counts are per stage name:
-two commands running the same stage at the same time on one Ray show their units together.
+by geneva directly, or through Ray's job submission, whose workers run under another job id), or
+when the actor is gone, the counts are dropped. Two commands running the same stage at the same
+time on one Ray count their units apart.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import threading
 import time
 from typing import Any
 
-ACTOR_NAME = "vw-unit-progress"
+ACTOR_PREFIX = "vw-unit-progress-"
 NAMESPACE = "video-warehouse"
 
 #: Seconds between two sends of one process, and between two lookups of a missing actor.
@@ -53,18 +56,23 @@ def _ray() -> Any | None:
         return None
 
 
-def counter_actor() -> Any | None:
-    """The driver's handle of the counter actor, created when missing (``None`` without Ray).
+def actor_name(ray: Any) -> str:
+    """The counter actor's name for the Ray job this process runs in (a driver and its workers share it)."""
+    return ACTOR_PREFIX + str(ray.get_runtime_context().get_job_id())
 
-    The actor reserves no CPU, lives as long as the Ray cluster (detached: a warm local Ray keeps it
-    for the next command) and holds a few integers.
+
+def counter_actor() -> Any | None:
+    """The driver's handle of its command's counter actor, created when missing (``None`` without Ray).
+
+    The actor reserves no CPU, holds a few integers and is owned by this driver (not detached): it
+    ends with the command, killed or not.
     """
     ray = _ray()
     if ray is None:
         return None
     try:
-        return ray.remote(num_cpus=0, max_restarts=-1)(UnitCounter).options(
-            name=ACTOR_NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote()
+        return ray.remote(num_cpus=0)(UnitCounter).options(
+            name=actor_name(ray), namespace=NAMESPACE, get_if_exists=True).remote()
     except Exception:  # noqa: BLE001 - progress is a display aid: no counter, no inner progress
         return None
 
@@ -131,7 +139,7 @@ class UnitReporter:
             return None
         self._looked_at = now
         try:
-            self._actor = ray.get_actor(ACTOR_NAME, namespace=NAMESPACE)
+            self._actor = ray.get_actor(actor_name(ray), namespace=NAMESPACE)
         except Exception:  # noqa: BLE001 - no counter (a job not started by vw): counts are dropped
             self._actor = None
         return self._actor
