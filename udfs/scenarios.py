@@ -38,6 +38,7 @@ import hashlib
 import os
 import re
 import string
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -248,6 +249,58 @@ def embed_descriptions(config: ScenarioConfig, encoder: TextEncoder) -> np.ndarr
     return encoder.encode([s.description for s in config.scenarios])
 
 
+class DescriptionEmbeddings:
+    """The scenario descriptions embedded by the stage's text model, computed once when first needed.
+
+    :meth:`prefetch` starts computing them in a background thread (a command does it while the
+    ``caption_embedding`` job runs, so loading the model overlaps the job); calling the object
+    returns them, waiting for that thread or computing them here. Picklable: the array travels
+    once computed, the thread never does.
+    """
+
+    def __init__(self, config: ScenarioConfig, profile: str, model: str | None = None) -> None:
+        self.config = config
+        self.profile = profile
+        self.model = model
+        self._value: np.ndarray | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config, "profile": self.profile, "model": self.model, "_value": self._value}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"], state["profile"], state["model"])  # type: ignore[misc]
+        self._value = state["_value"]
+
+    def _compute(self) -> None:
+        try:
+            self._value = embed_descriptions(self.config, TextEncoder(self.profile, self.model))
+        except BaseException as err:  # noqa: BLE001 - re-raised to whoever asks for the value
+            self._error = err
+
+    def prefetch(self) -> None:
+        """Start computing in a background thread (no-op once started or done)."""
+        with self._lock:
+            if self._value is None and self._thread is None:
+                self._thread = threading.Thread(target=self._compute, name="vw-descriptions", daemon=True)
+                self._thread.start()
+
+    def __call__(self) -> np.ndarray:
+        """``[S, D]`` description embeddings (file order)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+        elif self._value is None and self._error is None:
+            self._compute()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 class ScenarioLabeller:
     """Labels captions with a :class:`ScenarioConfig` (keywords + zero-shot embedding similarity).
 
@@ -335,12 +388,28 @@ def scores_from_arrow(column: pa.Array) -> list[list[ScenarioScore] | None]:
 class ScenarioScores:
     """geneva UDF: ``scenario_scores`` from ``caption`` and ``caption_embedding``.
 
-    Built with the description embeddings (:func:`embed_descriptions`), so the workers need no
-    model: the captions' embeddings come from the ``caption_embedding`` column.
+    Built with the description embeddings (:func:`embed_descriptions`, or a
+    :class:`DescriptionEmbeddings` computed on first use), so computing it needs no caption model:
+    the captions' embeddings come from the ``caption_embedding`` column.
     """
 
-    def __init__(self, config: ScenarioConfig, descriptions: np.ndarray) -> None:
-        self.labeller = ScenarioLabeller(config, descriptions)
+    def __init__(self, config: ScenarioConfig, descriptions: np.ndarray | DescriptionEmbeddings) -> None:
+        self.config = config
+        self.descriptions = descriptions
+        self._labeller: ScenarioLabeller | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_labeller": None}
+
+    @property
+    def labeller(self) -> ScenarioLabeller:
+        """The labeller over the description embeddings (built on first use)."""
+        if self._labeller is None:
+            descriptions = self.descriptions
+            if isinstance(descriptions, DescriptionEmbeddings):
+                descriptions = descriptions()
+            self._labeller = ScenarioLabeller(self.config, descriptions)
+        return self._labeller
 
     def __call__(self, caption: pa.Array, caption_embedding: pa.Array) -> pa.Array:
         """Ranked scores per row; NULL where the caption or its embedding is missing."""
@@ -392,13 +461,15 @@ def udf_version(config: ScenarioConfig, spec: ModelSpec) -> str:
 def scenario_udfs(config: ScenarioConfig, spec: ModelSpec, model: str | None = None) -> list[tuple[str, Any]]:
     """``(column, geneva UDF)`` for ``scenario_scores``, ``scenario`` and ``prompt_variants``.
 
-    The scenario descriptions are embedded here, once, with the stage's text model (the same
-    one that fills ``caption_embedding``); the embeddings travel with the UDF.
+    The scenario descriptions are embedded once with the stage's text model (the same one that
+    fills ``caption_embedding``), in a background thread started here: the model loads while
+    the ``caption_embedding`` job runs, and ``scenario_scores`` (computed after it) waits for them.
     """
     from geneva import udf
     from geneva.debug.error_store import skip_on_error
 
-    descriptions = embed_descriptions(config, TextEncoder(spec.profile, model))
+    descriptions = DescriptionEmbeddings(config, spec.profile, model)
+    descriptions.prefetch()
     version = udf_version(config, spec)
     meta = spec.field_metadata() | {"vw.scenarios_digest": config.digest, "vw.scenarios_file": config.source}
     common = dict(version=version, num_cpus=1, on_error=skip_on_error())

@@ -22,6 +22,7 @@ The numerical core is :class:`TextEncoder`; :class:`CaptionEmbedding` is the gen
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -86,15 +87,27 @@ def _model_dir(name: str) -> str:
 def text_spec(profile: str | None = None, model: str | None = None, stage: str | None = None) -> ModelSpec:
     """The spec of the caption encoder without loading weights (reads only the config); ``stage``
     is the stage that runs it (its per-stage profile setting, and ``vw.stage`` of its columns)."""
-    from transformers import AutoConfig
-
     profile = resolve_profile(profile, stage)
     name = text_model_name(profile, model)
     if profile == "tiny":
         dim = tiny_text_config().hidden_size
     else:
-        dim = from_pretrained(AutoConfig, _model_dir(name), TEXT_MODEL_ENV).hidden_size
+        dim = _hidden_size(_model_dir(name))
     return ModelSpec(stage or NO_STAGE, profile, name, int(dim), profile == "tiny")
+
+
+def _hidden_size(folder: str) -> int:
+    """The encoder's width: read from a local checkpoint's ``config.json`` (no transformers import, a
+    command's start stays short), else through ``AutoConfig`` (hub names, other layouts)."""
+    config = Path(folder) / "config.json"
+    if config.is_file():
+        try:
+            return int(json.loads(config.read_text())["hidden_size"])
+        except (ValueError, KeyError, TypeError, OSError):
+            pass  # not a plain BERT-style config: let transformers read it (and name what is wrong)
+    from transformers import AutoConfig
+
+    return from_pretrained(AutoConfig, folder, TEXT_MODEL_ENV).hidden_size
 
 
 def load_text_model(profile: str | None = None, model: str | None = None, device: str = "cpu") -> tuple[Any, Any]:
