@@ -25,7 +25,11 @@ inside their function bodies, so building the command line (``vw --help``) stays
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
+import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -67,9 +71,45 @@ for _group in GROUPS:
 
 
 def main() -> None:
-    """Entry point of the ``vw`` script."""
+    """Run the command line in this process (raises ``SystemExit`` with the command's status)."""
     app()
 
 
+def _exit_status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def entry() -> None:
+    """Entry point of the ``vw`` script: :func:`main`, then a quick end of the process.
+
+    After a command that loaded torch, geneva and Ray, the interpreter's own teardown (freeing every
+    module and object one by one) takes a second or more. Everything a command writes is committed
+    before it returns, so once the command is done this ends the threads as the interpreter would
+    (thread pools told to finish, the threads that are not daemons joined), runs the exit handlers
+    (Ray's disconnect, logging's flush), flushes the standard streams, and ends the process without
+    the teardown. An exception other than ``SystemExit`` (Ctrl-C included) takes the normal path.
+    """
+    try:
+        main()
+        status = 0
+    except SystemExit as done:
+        status = _exit_status(done.code)
+    # What the interpreter does first at exit: the threading module's exit callbacks (thread pools
+    # told to finish), then a join of every thread that is not a daemon.
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    main()
+    entry()
