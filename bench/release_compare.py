@@ -56,6 +56,17 @@ def _msrvtt(path: Path) -> None:
     path.write_text(json.dumps({"info": {}, "videos": videos, "sentences": sentences}))
 
 
+def _demo_backfill(text: str) -> dict[str, Any]:
+    """The demo's backfill wall time: its ``backfill time`` line, or (a release without it, whose jobs ran
+    one after another) the sum of the per-column times of its summary."""
+    found = re.search(r"^\s+backfill time: ([0-9.]+)s", text, re.M)
+    if found:
+        return {"backfill_seconds": float(found.group(1)), "backfill_seconds_from": "its backfill time line"}
+    columns = [float(m) for m in re.findall(r"^\s+\S+: \d+ computed, .*?, ([0-9.]+)s$", text, re.M)]
+    return {"backfill_seconds": round(sum(columns), 1),
+            "backfill_seconds_from": "the sum of its columns' times (jobs one after another)"}
+
+
 def _variant(name: str, code: Path, env: dict[str, str], work: Path, clips: Path, annotations: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"code": str(code)}
     db = work / f"{name}-scenarios.db"
@@ -72,9 +83,8 @@ def _variant(name: str, code: Path, env: dict[str, str], work: Path, clips: Path
                                    "--videos-dir", str(work / f"{name}-demo-videos")], env, work)
     if rc != 0:
         raise RuntimeError(f"{name}: vw demo failed:\n{text[-3000:]}")
-    backfills = [float(m) for m in re.findall(r"^\s+\S+: \d+ computed, .*?, ([0-9.]+)s$", text, re.M)]
     out["demo"] = {"seconds": round(seconds, 1), "geneva_jobs": len(set(JOB_ID.findall(text))),
-                   "backfill_seconds_reported": round(sum(backfills), 1)}
+                   **_demo_backfill(text)}
     return out
 
 
@@ -112,6 +122,8 @@ def main() -> None:
                     task: round(report["baseline"][task]["seconds"] / report[variant][task]["seconds"], 2)
                     for task in ("scenarios", "demo")
                 }
+                report[f"speedup_{variant}"]["demo_backfill"] = round(
+                    report["baseline"]["demo"]["backfill_seconds"] / report[variant]["demo"]["backfill_seconds"], 2)
     finally:
         report["loadavg_after"] = os.getloadavg()
         shutil.rmtree(work, ignore_errors=True)

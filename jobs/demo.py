@@ -58,12 +58,14 @@ def run_demo(conn: Any, profile: str, videos_dir: Path, verbose: bool = False) -
     )
     opts = BackfillOptions(profile=profile, batch_size=4)
     log_path = log_path_for(str(conn.uri), "demo")
+    backfill_start = time.monotonic()
     try:
         with quiet_console(log_path, verbose_requested(verbose)) as display:
             reports = run_backfill(conn, DEMO_COLUMNS, opts, log=display.echo, display=display)
     except VwError as err:
         typer.echo(f"error: {err}", err=True)
         return 2
+    backfill_s = time.monotonic() - backfill_start
     typer.echo("")
     typer.echo("demo summary")
     typer.echo(f"  videos ingested: {report.inserted} new, {report.updated} updated, "
@@ -72,6 +74,7 @@ def run_demo(conn: Any, profile: str, videos_dir: Path, verbose: bool = False) -
         typer.echo(redact(line) if is_error else line, err=is_error)
     for spec in specs:
         typer.echo(f"  model: {spec.label()}")
+    typer.echo(f"  backfill time: {backfill_s:.1f}s (the stages' jobs run at once)")
     typer.echo(f"  total time: {time.monotonic() - start:.1f}s")
     if display.log_path is not None:
         typer.echo(f"  log (geneva, Ray, Lance): {display.log_path}")
