@@ -62,7 +62,7 @@ DEFAULT_DEDUP_S = 3.0
 DETECTOR_RUN = "detector"
 #: ``run_id`` of imported prediction files.
 IMPORT_RUN = "import"
-#: Videos per ``write_events`` commit (keeps the scope filter short).
+#: Most videos a refresh names in its scope filter; beyond, it rewrites the model's whole scope in one merge.
 _SCOPE_CHUNK = 500
 
 
@@ -209,16 +209,20 @@ def refresh_detection_events(conn: Any, models: Sequence[str] | None = None, vid
             old_sig.setdefault(r["video_id"], set()).add(_stored_signature(r))
         videos = sorted({r["video_id"] for r in rows} | set(old_sig))
         affected = [v for v in videos if new_sig.get(v, set()) != old_sig.get(v, set())]
-        for i in range(0, len(affected), _SCOPE_CHUNK):
-            part = affected[i : i + _SCOPE_CHUNK]
-            chosen = set(part)
-            write_events(events_table, [e for e in new if e.video_id in chosen],
-                         replace_scope=scope_filter([model], part, run_id=DETECTOR_RUN))
-        touched = set(affected)
+        by_video: dict[str, list[Event]] = {}
+        for e in new:
+            by_video.setdefault(e.video_id, []).append(e)
+        if len(affected) > _SCOPE_CHUNK:
+            # Many videos changed: one merge of every event in scope (unchanged rows are written as
+            # they are) in one commit, instead of one pass over the events table per few videos.
+            write_events(events_table, new, replace_scope=scope)
+        elif affected:
+            write_events(events_table, [e for v in affected for e in by_video.get(v, [])],
+                         replace_scope=scope_filter([model], affected, run_id=DETECTOR_RUN))
         reports.append(RefreshReport(
             column=column, model=model, windows=len(rows), detected=sum(analysed(r[column]) for r in rows),
             videos=len({r["video_id"] for r in rows}), affected_videos=affected,
-            events=sum(1 for e in new if e.video_id in touched),
+            events=sum(len(by_video.get(v, [])) for v in affected),
             random_weights=meta.get("vw.random_weights") == "true",
         ))
     ensure_event_indexes(events_table)

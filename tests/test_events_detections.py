@@ -153,6 +153,37 @@ def test_refresh_rewrites_only_videos_whose_events_changed(warehouse: str) -> No
         refresh_detection_events(conn, models=["gpt"])
 
 
+def test_refresh_of_many_changed_videos_is_one_commit_and_keeps_the_rest(tmp_path: Path, monkeypatch) -> None:
+    import jobs.event_jobs as event_jobs
+
+    monkeypatch.setattr(event_jobs, "_SCOPE_CHUNK", 3)  # more videos changed than one scope filter names
+
+    def answers(label: str, changed: int) -> list[tuple]:
+        return [(f"v{i}", 0, 4, f'{{"label": "{label if i < changed else "Foul"}", "confidence": 0.5}}',
+                 '{"label": "Corner", "confidence": 0.6}') for i in range(8)]
+
+    conn = connect(str(tmp_path / "db"))
+    conn.create_table(WINDOWS, data=_window_rows(answers("Foul", 0)))
+    refresh_detection_events(conn)
+    imported = Event("v0", "llava", 1.0, "Goal", confidence=0.9, run_id=IMPORT_RUN)
+    from tables.events import write_events
+
+    write_events(open_events(conn), [imported])
+    qwen_before = {r["event_id"]: r["created_at"] for r in query_events(conn, "model = 'qwen'").to_pylist()}
+    windows = conn.open_table(WINDOWS)
+    for changed in (2, 6):  # 2 videos: named in the scope filter; 6: the model's whole scope in one merge
+        windows.merge_insert("window_id").when_matched_update_all().execute(_window_rows(answers("Goal", changed)))
+        version = open_events(conn).version
+        reports = refresh_detection_events(conn, models=["llava"])
+        assert reports[0].affected_videos == [f"v{i}" for i in range(changed) if changed == 2 or i >= 2]
+        assert open_events(conn).version == version + 1, "one commit per refresh"
+        rows = query_events(conn, f"model = 'llava' AND run_id = '{DETECTOR_RUN}'").to_pylist()
+        assert sorted((r["video_id"], r["label"]) for r in rows) == [
+            (f"v{i}", "Goal" if i < changed else "Foul") for i in range(8)]
+    assert [r["label"] for r in query_events(conn, f"run_id = '{IMPORT_RUN}'").to_pylist()] == ["Goal"]
+    assert {r["event_id"]: r["created_at"] for r in query_events(conn, "model = 'qwen'").to_pylist()} == qwen_before
+
+
 def test_events_cli_filters_and_formats(warehouse: str) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["events", "--refresh", "--db", warehouse,
