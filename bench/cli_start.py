@@ -19,7 +19,6 @@ load average before and after. Usage: ``python -m bench.cli_start [--baseline RE
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.releases import ROOT, release_worktree, run_vw, short_head
+from bench.report import emit
 
 #: The last commit before the command-line package (fast --help, quiet output, rotation, ...).
 BASELINE_REF = "ffc9fc6"
@@ -111,10 +111,7 @@ def main() -> None:
     finally:
         report["loadavg_after"] = os.getloadavg()
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

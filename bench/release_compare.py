@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.releases import ROOT, release_worktree, run_vw, short_head
+from bench.report import emit
 
 #: The last commit whose stages filled each derived column with a geneva job of its own, one job after another.
 BASELINE_REF = "5f324a2"
@@ -127,10 +128,7 @@ def main() -> None:
     finally:
         report["loadavg_after"] = os.getloadavg()
         shutil.rmtree(work, ignore_errors=True)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":

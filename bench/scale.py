@@ -17,12 +17,22 @@ the first connection, the models' first load). At each size ``N`` (one fresh war
 ``reader``        ``FrameFeatureDataset`` over the filled column, one pass, batch 32, no workers
 ``events``        ``write_events`` of 5 events per video (``N x 5`` rows) and ``ensure_event_indexes``
 ``events_query``  an events filter (one model and label) counted, with the scalar indexes
+``events_refresh`` ``vw events --refresh`` (``refresh_detection_events``) after a detector column is
+                  filled on ``windows`` (2 detected events per window, in the cells the detector UDF
+                  writes, added with Lance's merge: the detector's own cost through geneva is the
+                  backfill's, measured above); ``events_refresh_again`` the same refresh with nothing
+                  changed (what every later refresh costs)
 ``index``         ``vw index --column frame_features``: the ``frames`` table (2 frames per video: 2 s at
                   1 fps) and its vector index from 256 frames on, without the recall measurement
-``search_p50``    ``search(video_id=..., column="frame_features")``: the median of 10 queries
+``search_p50``, ``search_p95``  ``search(video_id=..., column="frame_features")`` over 20 stored videos
+``search_filtered_p50``, ``search_filtered_p95``  the same with a filter keeping 1% of the videos
+``clip_reader``   ``ClipDataset`` (4 frames uniformly over each video, 64 px short side, batch 32, no
+                  workers): one pass, decoding every video
 
-Sizes: 100, 1,000 and 10,000 rows for ingest, status and windows; 100 and 1,000 for the backfill,
-the in-process UDF and the reader (10,000 with ``--full``, 100,000 with ``VW_RUN_SLOW=1``). Prints one
+Sizes: 100, 1,000 and 10,000 rows for ingest, status, windows and events; 100 and 1,000 for the
+backfill, the in-process UDF, the readers, the index and search (10,000 with ``--full``; with
+``VW_RUN_SLOW=1`` also 100,000 rows for the tables users make that large: videos, windows, events).
+``--sizes`` runs chosen sizes only (e.g. ``--sizes 100000``). Prints one
 JSON document (seconds per step and size, rows/s, the slope of each curve on log-log axes: 1 is
 linear, clearly above 1 is super-linear) and draws the curves to ``--png``. About 5 minutes on 2
 cores by default.
@@ -31,10 +41,12 @@ cores by default.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,6 +54,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench.report import emit
 
 CLIPS = 20
 BASE_SIZES = [100, 1_000, 10_000]
@@ -98,6 +112,39 @@ def _reader(db: str) -> float:
     return time.perf_counter() - start
 
 
+def _clip_reader(db: str) -> float:
+    from tables.clip_dataset import ClipDataset
+
+    ds = ClipDataset(db, num_frames=4, resize_short_side=64, shuffle=False)
+    start = time.perf_counter()
+    for _ in ds.loader(batch_size=32, num_workers=0):
+        pass
+    return time.perf_counter() - start
+
+
+def _fill_detections(conn: Any) -> None:
+    """A ``detections_qwen`` column on ``windows`` as the detector UDF fills it: 2 events per window."""
+    import lance
+    import pyarrow as pa
+
+    from tables.windows import open_windows
+    from udfs.detection_parser import parse_answer
+    from udfs.detections import DETECTION_TYPE, column_metadata, detection_cell, detections_spec
+
+    windows = open_windows(conn)
+    ids = windows.to_lance().to_table(columns=["window_id"]).column(0)
+    labels = ("Goal", "Foul", "Corner", "Shots on target", "Offside")
+    cells = [detection_cell(parse_answer(json.dumps([
+        {"label": labels[i % 5], "team": "home", "confidence": 0.9, "details": "from close range"},
+        {"label": labels[(i + 2) % 5], "team": "away", "confidence": 0.4, "details": "near the box"}])))
+        for i in range(len(ids))]
+    meta = column_metadata(detections_spec("qwen", "tiny"))
+    field = pa.field("detections_qwen", DETECTION_TYPE, metadata=meta)
+    new = pa.Table.from_arrays([ids, pa.array(cells, type=DETECTION_TYPE)],
+                               schema=pa.schema([windows.schema.field("window_id"), field]))
+    lance.dataset(windows.to_lance().uri).merge(new, left_on="window_id")
+
+
 def _events(conn: Any, n: int) -> int:
     """Write 5 events per video of a warehouse of ``n`` videos and build / refresh their indexes."""
     from tables.events import Event, ensure_event_indexes, open_events, write_events
@@ -114,6 +161,7 @@ def _events(conn: Any, n: int) -> int:
 def measure(n: int, clips: list[Path], work: Path, with_backfill: bool) -> dict[str, float]:
     """Seconds per step for a fresh warehouse of ``n`` videos."""
     from jobs.backfill import BackfillOptions, run_backfill
+    from jobs.event_jobs import refresh_detection_events
     from jobs.indexing import IndexOptions, run_index
     from jobs.status import warehouse_status
     from tables.connection import connect, open_videos
@@ -134,6 +182,11 @@ def measure(n: int, clips: list[Path], work: Path, with_backfill: bool) -> dict[
     out["events"], _ = _timed(lambda: _events(conn, n))
     events = open_events(conn, create=False)
     out["events_query"], _ = _timed(lambda: events.count_rows("model = 'qwen' AND label = 'Goal'"))
+    _fill_detections(conn)
+    out["events_refresh"], reports = _timed(lambda: refresh_detection_events(conn))
+    if reports[0].events != 2 * n:
+        raise RuntimeError(f"the events refresh of {n} windows wrote {reports[0].events} events, not {2 * n}")
+    out["events_refresh_again"], _ = _timed(lambda: refresh_detection_events(conn))
     if with_backfill:
         out["backfill"], reports = _timed(lambda: run_backfill(conn, ["frame_features"],
                                                                BackfillOptions(profile="tiny"), log=lambda m: None))
@@ -142,11 +195,16 @@ def measure(n: int, clips: list[Path], work: Path, with_backfill: bool) -> dict[
         out["udf"] = _udf_in_process(conn)
         out["status_after_backfill"], _ = _timed(lambda: warehouse_status(conn))
         out["reader"] = _reader(db)
+        out["clip_reader"] = _clip_reader(db)
         out["index"], _ = _timed(lambda: run_index(conn, "videos", "frame_features",
                                                    IndexOptions(min_rows=256, measure=False), log=lambda m: None))
-        ids = [f"v{i:06d}" for i in range(0, n, max(1, n // 10))][:10]
+        ids = [f"v{i:06d}" for i in range(0, n, max(1, n // 20))][:20]
         times = [_timed(lambda v=v: search(conn, video_id=v, column="frame_features", k=10))[0] for v in ids]
-        out["search_p50"] = float(np.median(times))
+        out["search_p50"], out["search_p95"] = (float(t) for t in np.percentile(times, [50, 95]))
+        one_percent = f"video_id < 'v{max(1, n // 100):06d}'"
+        times = [_timed(lambda v=v: search(conn, video_id=v, column="frame_features", k=10, where=one_percent))[0]
+                 for v in ids]
+        out["search_filtered_p50"], out["search_filtered_p95"] = (float(t) for t in np.percentile(times, [50, 95]))
     shutil.rmtree(videos)
     return out
 
@@ -194,10 +252,11 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also backfill and read 10,000 rows")
     parser.add_argument("--png", type=Path, default=Path("bench/out/scale.png"), help="where the curves go")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="run these sizes only")
     args = parser.parse_args()
-    sizes = list(BASE_SIZES) + ([100_000] if os.environ.get("VW_RUN_SLOW") == "1" else [])
+    sizes = args.sizes or list(BASE_SIZES) + ([100_000] if os.environ.get("VW_RUN_SLOW") == "1" else [])
     backfill_sizes = set(BACKFILL_SIZES) | ({10_000} if args.full else set()) \
-        | ({10_000, 100_000} if os.environ.get("VW_RUN_SLOW") == "1" else set())
+        | ({10_000} if os.environ.get("VW_RUN_SLOW") == "1" else set())
     work = Path(tempfile.mkdtemp(prefix="vwscale"))
     os.environ["VW_RAY_DIR"] = str(Path(tempfile.mkdtemp(prefix="vwsr", dir="/tmp")))
     os.environ.setdefault("VW_LOCAL_RAY", "warm")
@@ -211,7 +270,8 @@ def main() -> None:
     try:
         clips = _clips(work / "clips")
         # geneva's, Ray's and Lance's output goes to the log; this prints only its JSON
-        with quiet_console(log) as display:
+        # stdout carries the JSON only: the progress lines go to stderr
+        with contextlib.redirect_stdout(sys.stderr), quiet_console(log) as display:
             if os.environ["VW_LOCAL_RAY"] == "warm":
                 report["warm_head_start_s"] = round(_timed(lambda: ensure_head(log=display.echo))[0], 2)
             measure(20, clips, work, True)  # warm-up, not reported
@@ -232,10 +292,7 @@ def main() -> None:
     args.png.parent.mkdir(parents=True, exist_ok=True)
     draw(results, slope, args.png)
     report["png"], report["log"] = str(args.png), str(log)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
 
 
 if __name__ == "__main__":
