@@ -228,7 +228,7 @@ def draw(results: dict[int, dict[str, float]], slope: dict[str, float], path: Pa
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(10.5, 5.5))
     colours = plt.get_cmap("tab20")
     for i, (step, s) in enumerate(slope.items()):
         points = [(n, r[step]) for n, r in sorted(results.items()) if step in r]
@@ -240,7 +240,7 @@ def draw(results: dict[int, dict[str, float]], slope: dict[str, float], path: Pa
     ax.set_ylabel("seconds")
     ax.set_title("video-warehouse cost curves (slope 1 = linear)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the curves, not over them
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
