@@ -72,8 +72,11 @@ def _values(db: str) -> dict[str, tuple]:
 def test_backfill_fills_features_and_times(warehouse: dict) -> None:
     conn = connect(warehouse["db"])
     counter = counter_actor()  # what `vw backfill` creates to show the frames done inside long rows
-    base = read_units(counter, "frame_features")
-    assert base is not None
+    base = None
+    deadline = time.monotonic() + 120  # a new actor's process may take a while to start on a busy machine
+    while base is None and time.monotonic() < deadline:
+        base = read_units(counter, "frame_features", timeout_s=5.0)
+    assert base is not None, "the progress counter actor did not answer within 120 s"
     feats_r, times_r = run_backfill(conn, ["frame_features"], BackfillOptions(profile="tiny", batch_size=4),
                                     log=print)
     assert (feats_r.column, times_r.column) == ("frame_features", "frame_features_times")
