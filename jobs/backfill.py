@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobs.console import Display
-from jobs.job_drivers import ensure_drivers_table, mark_abandoned, record_driver
+from jobs.job_drivers import ensure_job_tables, mark_abandoned, record_driver
 from jobs.local_ray import local_ray_mode, using_head, worker_env_vars
 from manifests.clusters import ClusterSpec
 from tables.column_state import (
@@ -400,7 +400,7 @@ def run_backfill(
 
     firsts = {id(run): main_column(run) for run in runs if run not in jobs}
     if jobs:
-        ensure_drivers_table(conn)  # once, before stages record their jobs from parallel threads
+        ensure_job_tables(conn)  # once, before stages start their jobs from parallel threads
         with ray_session(conn, target, [run.stage.name for run in jobs], log=log):
             if len(jobs) == 1:
                 firsts[id(jobs[0])] = main_column(jobs[0])

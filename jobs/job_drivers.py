@@ -151,6 +151,34 @@ def ensure_drivers_table(conn: Any) -> None:
     _drivers_table(conn, create=True)
 
 
+def _concurrently_created(err: Exception) -> bool:
+    text = f"{type(err).__name__} {err}"
+    return _already_exists(err) or "ConcurrentModification" in text or "concurrently created" in text
+
+
+def ensure_job_tables(conn: Any) -> None:
+    """Create every table that starting a job writes to, before jobs start in parallel.
+
+    Besides the drivers table: geneva's job table and its UDF error table. Each of geneva's job
+    drivers opens the error table, creating it when it is missing; two drivers starting on a new
+    warehouse at once both create it and one fails with ``ConcurrentModificationError``. Created
+    here once, from one thread (and retried when another command creates it at the same moment),
+    the drivers only open it.
+    """
+    from geneva.debug.error_store import ErrorStore
+
+    ensure_drivers_table(conn)
+    for create in (lambda: conn._history, lambda: ErrorStore(conn)):
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                create()
+                break
+            except Exception as err:
+                if not _concurrently_created(err) or attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
+
+
 def record_driver(conn: Any, job_id: str, table: str, column: str, driver: Driver | None = None) -> None:
     """Record ``driver`` (default: this process) as the driver of ``job_id`` (one append)."""
     d = driver or this_driver()
