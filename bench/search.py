@@ -10,7 +10,9 @@ Three workloads, each through the product's own code (:func:`tables.search.searc
     which keeps cosine similarities close). Queries: held-out synthetic vectors and the real
     frames. Reported: index build time, recall@10 and p50 / p95 latency of the indexed search
     (engine call and full ``search()`` call), of brute-force numpy over the vectors in memory,
-    and the same with a 1% selective filter (``bucket = 7``, a BITMAP-indexed column).
+    and the same with a 1% selective filter (``bucket = 7``, a BITMAP-indexed column); then the
+    planner sweep: exact, index and ``auto`` search p50 and recall as a filter keeps 0.1% to 10% of
+    the rows (``shard < s``), with the path ``auto`` chose and its time over the faster path's.
 ``multivector``
     10,000 videos x 32 steps x 1024-d (``video_embedding``, per-step vectors drifting between two
     themes, so poolings disagree). MaxSim (multivector) search: p50 latency and recall@10 for the
@@ -23,7 +25,8 @@ Three workloads, each through the product's own code (:func:`tables.search.searc
     recall@10 (de-duplicated, gap 3 s) against exact numpy: of the exact ``(video, time)`` pairs,
     and of the moments (a true moment counts as found when a returned one of the same video is
     within the gap); with the default (``ef 800, refine 5``) and narrower (``ef 400, refine 2``)
-    search parameters.
+    search parameters; the 1% filter through ``auto`` and through each path; then the planner
+    sweep: exact, frames-index and ``auto`` p50 as a filter keeps 10 to 300 videos.
 
 Run ``python -m bench.search`` (``--quick``: 20,000 / 1,000 / 100,000; ``--medium``: 100,000 /
 3,000 / 300,000), optionally
@@ -135,12 +138,14 @@ def bench_pooled(root: Path, n: int, n_queries: int, real_fps: float) -> dict[st
     t0 = time.perf_counter()
     table = conn.create_table("videos", pa.table({
         "video_id": ids, "bucket": pa.array(bucket, pa.int32()),
+        "shard": pa.array(np.arange(len(x)) % 1000, pa.int32()),
         "video_embedding_pooled": pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), DIM),
     }))
     write_s = time.perf_counter() - t0
     del table
     reports, build_s = _timed(lambda: run_index(conn, "videos", None, IndexOptions(recall_queries=20), log=_log)
-                              + run_index(conn, "videos", "bucket", log=_log))
+                              + run_index(conn, "videos", "bucket", log=_log)
+                              + run_index(conn, "videos", "shard", log=_log))
     vec_report = next(r for r in reports if r.column == "video_embedding_pooled")
     table = conn.open_table("videos")
     info = vector_index(table, "video_embedding_pooled")
@@ -198,8 +203,46 @@ def bench_pooled(root: Path, n: int, n_queries: int, real_fps: float) -> dict[st
     run("indexed_engine_ef300", lambda q: ann(table, "video_embedding_pooled", q, 10, select=["video_id"],
                                               params=search_params(info, 10, hnsw)).column("video_id").to_pylist(),
         truth)
+    out["planner"] = planner_sweep(conn, x, id_arr, queries[:20])
     out["peak_rss_mb"] = round(_rss_mb())
     return out
+
+
+#: Filters of the planner sweep: ``shard < s`` keeps s per mille of the rows, spread over the table.
+SWEEP_PER_MILLE = (1, 2, 5, 10, 20, 50, 100)
+
+
+def planner_sweep(conn: Any, x: np.ndarray, id_arr: np.ndarray, queries: np.ndarray) -> list[dict[str, Any]]:
+    """p50 of the exact and the index path and of ``auto`` (with its choice) as the filter widens.
+
+    ``auto_vs_best`` is auto's p50 over the faster path's: near 1 where the planner chose right.
+    """
+    from tables.search import search
+
+    shard = np.arange(len(x)) % 1000
+    points = []
+    for per_mille in SWEEP_PER_MILLE:
+        where = f"shard < {per_mille}"
+        sel = np.nonzero(shard < per_mille)[0]
+        truth = [set(id_arr[sel[np.argsort(-(x[sel] @ q))[:10]]]) for q in queries]
+        point: dict[str, Any] = {"matching_rows": len(sel)}
+        for mode in ("exact", "ann", "auto"):
+            def one(q: np.ndarray, mode: str = mode, where: str = where) -> Any:
+                return search(conn, vector=q, column=COL, k=10, where=where, candidates=mode)
+
+            one(queries[0])
+            lat, rec = [], []
+            for q, t in zip(queries, truth, strict=True):
+                res, s = _timed(lambda q=q: one(q))
+                lat.append(s)
+                rec.append(len(set(res.column("video_id")) & t) / 10)
+            point[mode] = {**_lat(lat), "recall_at_10": round(float(np.mean(rec)), 3)}
+        point["auto"]["chose"] = one(queries[0], "auto").plan["video"]["method"]
+        best = min(point["exact"]["p50_ms"], point["ann"]["p50_ms"])
+        point["auto_vs_best"] = round(point["auto"]["p50_ms"] / best, 2)
+        _log(f"planner sweep: {json.dumps(point)}")
+        points.append(point)
+    return points
 
 
 # -- multivector -------------------------------------------------------------------------------
@@ -360,26 +403,60 @@ def bench_moments(root: Path, videos: int, n_queries: int) -> dict[str, Any]:
         """Share of the true moments with a returned moment of the same video within the gap."""
         return sum(any(v == tv and abs(t - tt) <= 3.0 for v, t in got) for tv, tt in truth) / max(1, len(truth))
 
-    def run(name: str, where: str | None, allowed: np.ndarray | None, params: Any = None) -> None:
-        find_moments(conn, vector=queries[0], k=10, where=where, params=params)
+    def run(name: str, where: str | None, allowed: np.ndarray | None, params: Any = None,
+            candidates: str = "auto") -> None:
+        first = find_moments(conn, vector=queries[0], k=10, where=where, params=params, candidates=candidates)
         lat, rec, near = [], [], []
         for q in queries:
-            res, s = _timed(lambda q=q: find_moments(conn, vector=q, k=10, where=where, params=params))
+            res, s = _timed(lambda q=q: find_moments(conn, vector=q, k=10, where=where, params=params,
+                                                     candidates=candidates))
             lat.append(s)
             got = list(zip(res.column("video_id"), res.column("time_s"), strict=True))
             truth = exact(q, allowed)
             rec.append(_recall(got, truth))
             near.append(within_gap(got, truth))
         out[name] = {"recall_at_10": round(float(np.mean(rec)), 4),
-                     "recall_at_10_within_gap": round(float(np.mean(near)), 4), **_lat(lat)}
+                     "recall_at_10_within_gap": round(float(np.mean(near)), 4), **_lat(lat),
+                     "method": first.plan.get("method", "")}
 
     run("moment_search", None, None)
     run("moment_search_ef400_refine2", None, None, SearchParams(ef=400, refine_factor=2))
-    run("moment_search_filter_1pct", "split = 'a'", np.asarray([int(v[1:]) % 100 == 7 for v in vid_of]))
+    one_pct = np.asarray([int(v[1:]) % 100 == 7 for v in vid_of])
+    run("moment_search_filter_1pct", "split = 'a'", one_pct)
+    # the two paths the planner chooses between for that filter, side by side
+    run("moment_search_filter_1pct_exact", "split = 'a'", one_pct, candidates="exact")
+    run("moment_search_filter_1pct_frames", "split = 'a'", one_pct, candidates="frames")
     _, bt = _timed(lambda: exact(queries[0]))
     out["brute_force_numpy_ms"] = round(bt * 1000, 1)
+    out["planner"] = moments_sweep(conn, videos, queries[:10])
     out["peak_rss_mb"] = round(_rss_mb())
     return out
+
+
+def moments_sweep(conn: Any, videos: int, queries: np.ndarray) -> list[dict[str, Any]]:
+    """Moment search p50 by the exact and the frames path and by ``auto`` (with its choice) as a filter
+    keeps more videos (evenly spaced ids); ``auto_vs_best`` as in :func:`planner_sweep`."""
+    from tables.moments import find_moments
+
+    points = []
+    for keep in (10, 30, 100, 300):
+        if keep > videos:
+            break
+        ids = ", ".join(f"'v{v:05d}'" for v in range(0, videos, videos // keep)[:keep])
+        where = f"video_id IN ({ids})"
+        point: dict[str, Any] = {"videos": keep, "frames": keep * FRAMES_PER_VIDEO}
+        for mode in ("exact", "frames", "auto"):
+            def one(q: np.ndarray, mode: str = mode, where: str = where) -> Any:
+                return find_moments(conn, vector=q, k=10, where=where, candidates=mode)
+
+            first = one(queries[0])
+            point[mode] = _lat([_timed(lambda q=q: one(q))[1] for q in queries])
+        point["auto"]["chose"] = first.plan.get("method", "")
+        point["auto_vs_best"] = round(point["auto"]["p50_ms"] / min(point["exact"]["p50_ms"],
+                                                                     point["frames"]["p50_ms"]), 2)
+        _log(f"moments planner sweep: {json.dumps(point)}")
+        points.append(point)
+    return points
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,7 +26,7 @@ Where the candidates come from:
   frame was seen. The ANN search reads deeper than a plain top-k (``ef = max(800, 4 * fetch)``,
   ``refine_factor = 5``): de-duplication discards most of the nearest frames.
 * without a frames table, or when ``where`` is selective enough that its videos' frames fit
-  :data:`tables.vector_search.EXACT_BUDGET`, every frame of the videos matching ``where`` is
+  :data:`EXACT_BUDGET`, every frame of the videos matching ``where`` is
   scored with numpy (exact; its cost grows with the number of frames read).
 """
 
@@ -48,13 +48,19 @@ from tables.pooling import l2_normalise
 from tables.search import SearchError, connection
 from tables.search_result import SearchResult, attach_columns, ranked_table
 from tables.vector_columns import VectorColumn, describe_column
-from tables.vector_search import EXACT_BUDGET, SearchParams, ann, scan, search_params, vector_index
+from tables.vector_search import SearchParams, ann, scan, search_params, vector_index
 from udfs.arrays import steps_from_arrow
 from udfs.frame_features import frame_features_column
 
 DEFAULT_GAP_S = 3.0
 PREFILTER_MAX_VIDEOS = 5000
 KEY = "video_id"
+#: Frame-vector floats the exact path scores in about the time one search of the frames table's
+#: index takes (its deeper search, refinement and de-duplication cost 20-45 ms, about three times a
+#: pooled search), measured with ``python -m bench.search --medium --only moments`` (300,000 frames
+#: of 384-d, 2 cores): exact 12-14 ms for the frames of 10-30 videos against 20-27 ms through the
+#: index, 27 ms against 30 ms at 100 videos (10,000 frames), 80 ms against 45 ms at 300 videos.
+EXACT_BUDGET = 4_000_000
 
 
 def dedupe(hits: Sequence[tuple[str, float, float]], gap_s: float, k: int,
@@ -154,14 +160,20 @@ def find_moments(
     q = l2_normalise(q)
     state = frames_state(conn, col.name) if frames_table_name(col.name) in set(all_table_names(conn)) else None
     mode = candidates
+    because = None
     if mode == "auto":
         mode = "frames" if state else "exact"
+        because = "a frames table with its index" if state else "no frames table"
         if state and where:  # a selective filter: scoring its videos' frames exactly is cheaper
             share = count_matching(tbl, where) / max(1, tbl.count_rows())
-            if share * state["frames"] * col.dim <= EXACT_BUDGET:
-                mode = "exact"
+            floats = int(share * state["frames"] * col.dim)
+            mode = "exact" if floats <= EXACT_BUDGET else "frames"
+            because = (f"about {floats:,} frame-vector floats in the matching videos "
+                       f"{'<=' if floats <= EXACT_BUDGET else '>'} the exact-search budget of {EXACT_BUDGET:,}")
     plan: dict[str, Any] = {"query": desc, "column": col.name, "model": col.model_label(), "k": k,
                             "where": where, "gap_s": gap_s}
+    if because:
+        plan["chosen_because"] = because
     if mode == "frames":
         if state is None:
             raise SearchError(f"no frames table for {col.name!r}: build it with `vw index --column {col.name}`")

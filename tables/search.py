@@ -36,8 +36,9 @@ candidates are found (``candidates``):
     measured by ``bench/search.py``). ``frames``: the same with candidates from the derived frames
     table (per-frame columns, :mod:`tables.frames`). ``exact``: every row matching the filter is
     read and scored (exact, cost grows with the rows and steps read). ``auto`` picks ``exact`` when
-    the matching rows' steps fit :data:`tables.vector_search.EXACT_BUDGET`, else ``pooled``, else
-    ``frames``, else ``exact``.
+    the matching rows' steps are at most the ``pool_size`` candidates' steps plus
+    :data:`tables.vector_search.EXACT_BUDGET` floats (the cost of the index search the candidate
+    paths add), else ``pooled``, else ``frames``, else ``exact``.
 ``multivector``
     MaxSim (cosine) late interaction, with the same candidate strategies: ``exact`` scores every
     matching row with numpy; ``pooled`` / ``frames`` re-score the ``pool_size`` rows nearest to the
@@ -295,13 +296,17 @@ def _rerank(conn: Any, tbl: Any, col: VectorColumn, score_steps: Callable[[np.nd
     from tables.frames import frames_state, frames_table_name
 
     matching = count_matching(tbl, where)  # an upper bound: rows without a value are skipped later
-    cost = matching * _steps_estimate(col) * col.dim
+    steps = _steps_estimate(col)
+    cost = matching * steps * col.dim
+    # The candidate paths read and re-score the steps of ``pool_size`` rows after an index search:
+    # exact is cheaper while its read is not larger than that by more than one index search's worth.
+    budget = EXACT_BUDGET + pool_size * steps * col.dim
     frames = None
     if candidates in ("auto", "frames"):
         frames = frames_state(conn, col.name)
     mode = candidates
     if mode == "auto":
-        mode = "exact" if cost <= EXACT_BUDGET else "pooled" if col.pooled else "frames" if frames else "exact"
+        mode = "exact" if cost <= budget else "pooled" if col.pooled else "frames" if frames else "exact"
     if mode == "ann":
         mode = "pooled" if col.pooled else "frames"
     plan: dict[str, Any] = {"column": col.name, "matching_rows": matching}
@@ -309,7 +314,7 @@ def _rerank(conn: Any, tbl: Any, col: VectorColumn, score_steps: Callable[[np.nd
     if mode == "exact":
         out = exact(tbl, col.name, k, score, key=KEY, where=where)
         plan["method"] = "exact"
-        if candidates == "auto" and cost > EXACT_BUDGET:
+        if candidates == "auto" and cost > budget:
             plan["note"] = (f"no pooled column or frames table to draw candidates from: scanned {matching} rows; "
                             f"run `vw index --column {col.name}`")
         return as_result(out), plan

@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from jobs.indexing import IndexOptions, run_index
+from tables import moments
 from tables.connection import connect
 from tables.frames import frames_state, refresh_frames
 from tables.moments import dedupe, find_moments
@@ -88,7 +89,13 @@ def test_frames_table_path_matches_exact(wh: dict) -> None:
     assert state == {"table": "frames", "frames": 330, "source_version": state["source_version"], "stale": False}
     assert find_moments(conn, vector=wh["q"], k=5).plan["method"].startswith("frames (ANN")
     # a selective filter is scored exactly over its videos' frames
-    assert find_moments(conn, vector=wh["q"], k=5, where="split = 'x'").plan["method"].startswith("exact")
+    selective = find_moments(conn, vector=wh["q"], k=5, where="split = 'x'").plan
+    assert selective["method"].startswith("exact") and "<= the exact-search budget" in selective["chosen_because"]
+    # past the budget the same filter goes through the frames table's index
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(moments, "EXACT_BUDGET", 10)
+        wide = find_moments(conn, vector=wh["q"], k=5, where="split = 'x'").plan
+    assert wide["method"].startswith("frames (ANN") and "> the exact-search budget of 10" in wide["chosen_because"]
     for where in (None, "split = 'x'"):
         via_frames = find_moments(conn, vector=wh["q"], k=5, gap_s=2.0, where=where, candidates="frames")
         exact = find_moments(conn, vector=wh["q"], k=5, gap_s=2.0, where=where, candidates="exact")
