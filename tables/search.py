@@ -64,7 +64,7 @@ from tables.catalog import cached_dataset, open_cached
 from tables.choices import SEARCH_CANDIDATES, SearchCandidates, TextMode
 from tables.filters import combine, count_matching, in_list, sql_quote
 from tables.names import VIDEOS
-from tables.pooling import Pooling, l2_normalise, maxsim, parse_pooling
+from tables.pooling import Pooling, l2_normalise, maxsim_rows, parse_pooling
 from tables.search_result import SearchResult, attach_columns, ranked_table
 from tables.vector_columns import VectorColumn, describe_column
 from tables.vector_search import (
@@ -263,15 +263,15 @@ def video_ranking(conn: Any, tbl: Any, col: VectorColumn, pooling: Pooling, quer
         if candidates == "ann":
             return _multivector_native(tbl, col, steps, k, where, prefilter, params)
         qmean = Pooling("mean").pool(steps)
-        return _rerank(conn, tbl, col, lambda d: maxsim(steps, d), qmean, k, where, prefilter, candidates,
-                       pool_size, params)
+        return _rerank(conn, tbl, col, lambda v, o: maxsim_rows(steps, v, o), qmean, k, where, prefilter,
+                       candidates, pool_size, params)
     qvec = pooling.pool(query.steps) if query.steps is not None else l2_normalise(query.vector)
     if pooling.kind == "mean" and col.pooled:
         ranked, plan = vector_ranking(tbl, col.pooled, qvec, k, where=where, prefilter=prefilter,
                                       candidates=_vector_mode(candidates), params=params)
         return as_result(ranked), plan
     qmean = Pooling("mean").pool(query.steps) if query.steps is not None else qvec
-    return _rerank(conn, tbl, col, lambda d: float(pooling.pool(d) @ qvec), qmean, k, where, prefilter,
+    return _rerank(conn, tbl, col, lambda v, o: pooling.pool_rows(v, o) @ qvec, qmean, k, where, prefilter,
                    candidates, pool_size, params)
 
 
@@ -289,7 +289,7 @@ def _steps_estimate(col: VectorColumn) -> int:
         return 32
 
 
-def _rerank(conn: Any, tbl: Any, col: VectorColumn, score_steps: Callable[[np.ndarray], float],
+def _rerank(conn: Any, tbl: Any, col: VectorColumn, score_steps: Callable[[np.ndarray, np.ndarray], np.ndarray],
             qmean: np.ndarray, k: int, where: str | None, prefilter: bool, candidates: str, pool_size: int,
             params: SearchParams | None) -> tuple[pa.Table, dict[str, Any]]:
     """Top-``k`` by ``score_steps`` over candidates (pooled ANN, frames ANN) or over every matching row."""
@@ -378,11 +378,11 @@ def _multivector_native(tbl: Any, col: VectorColumn, steps: np.ndarray, k: int, 
                bypass_index=info is None)
     ids = cand.column(KEY).to_pylist()
     # Distances of multivector indexes differ by index type: re-score the candidates exactly.
-    out = exact(tbl, col.name, k, steps_scores(col.name, lambda d: maxsim(q, d)), key=KEY,
+    out = exact(tbl, col.name, k, steps_scores(col.name, lambda v, o: maxsim_rows(q, v, o)), key=KEY,
                 where=combine(where, in_list(KEY, ids)))
     plan.update(method=f"LanceDB multivector ({'ANN ' + info.index_type if info else 'scan'}), exact MaxSim "
                 f"re-scoring of {len(ids)} candidates", params=p.as_dict() if info else {})
     if prefilter and out.num_rows < min(k, matching):
-        out = exact(tbl, col.name, k, steps_scores(col.name, lambda d: maxsim(q, d)), key=KEY, where=where)
+        out = exact(tbl, col.name, k, steps_scores(col.name, lambda v, o: maxsim_rows(q, v, o)), key=KEY, where=where)
         plan["completed_exactly"] = f"the index returned fewer than {min(k, matching)} rows under the filter"
     return as_result(out), plan

@@ -26,7 +26,6 @@ import pyarrow as pa
 
 from tables.filters import FilterError
 from tables.pooling import l2_normalise
-from udfs.arrays import steps_from_arrow
 from udfs.errors import SettingError
 
 SCAN_BATCH = 4096
@@ -265,12 +264,23 @@ def vector_scores(column: str, query: np.ndarray) -> Callable[[pa.RecordBatch], 
     return score
 
 
-def steps_scores(column: str, score_steps: Callable[[np.ndarray], float]) -> Callable[[pa.RecordBatch], np.ndarray]:
-    """Scores of a per-step column's rows by ``score_steps([T, D]) -> float``."""
+def steps_scores(column: str, score_rows: Callable[[np.ndarray, np.ndarray], np.ndarray]
+                 ) -> Callable[[pa.RecordBatch], np.ndarray]:
+    """Scores of a per-step column's rows: ``score_rows(values, offsets)`` scores a batch's rows stored
+    flat (row ``i`` is ``values[offsets[i]:offsets[i + 1]]``, ``[T, D]``) in whole-array operations,
+    :meth:`tables.pooling.Pooling.pool_rows` or :func:`tables.pooling.maxsim_rows`; NULL rows and rows
+    without steps score ``-inf``."""
 
     def score(batch: pa.RecordBatch) -> np.ndarray:
-        rows = steps_from_arrow(batch.column(column))
-        return np.array([score_steps(r) if r is not None and len(r) else -np.inf for r in rows])
+        arr = batch.column(column)
+        dim = arr.type.value_type.list_size
+        values = arr.values.values.to_numpy(zero_copy_only=False).reshape(-1, dim)  # slice-aware via offsets
+        offsets = arr.offsets.to_numpy()
+        scores = np.asarray(score_rows(values, offsets), np.float64)
+        scores[np.diff(offsets) == 0] = -np.inf
+        if arr.null_count:
+            scores[~arr.is_valid().to_numpy(zero_copy_only=False)] = -np.inf
+        return scores
 
     return score
 
