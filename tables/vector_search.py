@@ -287,13 +287,14 @@ def steps_scores(column: str, score_rows: Callable[[np.ndarray, np.ndarray], np.
 
 #: Floats the exact path reads and scores in about the time one indexed search takes: exact search
 #: is chosen while the matching rows' vectors fit it. Measured with the planner sweep of
-#: ``python -m bench.search --only pooled`` (100,000 x 1,024-d, IVF_HNSW_SQ, 2 cores): through
-#: ``search()`` the exact path costs about 7 ms plus 1.3 us per 1,024-d row read under a filter
-#: (7.6 ms at 1,000 rows, 10.2 ms at 2,000, 19.7 ms at 10,000), the prefiltered index 9-10 ms
-#: whatever the filter keeps (15 ms at 10,000 rows); they cross near 1,500 rows. The budget sits
-#: a little below: a read of stored vectors slows more than the index under load or a cold page
-#: cache (27 ms for 1,000 rows was seen on a busy machine). Scoring vectors already in memory, a
-#: fraction of that read, had once set this budget 24 times higher.
+#: ``python -m bench.search --only pooled`` (100,000 x 1,024-d, IVF_HNSW_SQ, 2 cores;
+#: ``bench/results/search-planner-2026-12-06-cpu2.json``): through ``search()`` the exact path costs
+#: about 5 ms plus 1.2 us per 1,024-d row read under a filter (5.3 ms at 100 rows, 8.6 ms at 1,000,
+#: 12.0 ms at 2,000, 17.4 ms at 10,000), the prefiltered index 7-9 ms whatever the filter keeps
+#: (13.7 ms at 10,000 rows); they cross between 1,000 and 1,500 rows. The budget sits at the low
+#: end: a read of stored vectors slows more than the index under load or a cold page cache (27 ms
+#: for 1,000 rows was seen on a busy machine). Scoring vectors already in memory, a fraction of
+#: that read, had once set this budget 24 times higher.
 EXACT_BUDGET = 1_000_000
 
 
