@@ -152,8 +152,11 @@ def ensure_drivers_table(conn: Any) -> None:
 
 
 def _concurrently_created(err: Exception) -> bool:
+    """Another process is creating the same table right now: it exists already, its creation
+    conflicted, or it is listed but not openable yet."""
     text = f"{type(err).__name__} {err}"
-    return _already_exists(err) or "ConcurrentModification" in text or "concurrently created" in text
+    return (_already_exists(err) or _table_not_found(err) or "ConcurrentModification" in text
+            or "concurrently created" in text)
 
 
 def ensure_job_tables(conn: Any) -> None:
