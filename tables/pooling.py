@@ -118,12 +118,6 @@ class Pooling:
     def _pool_raw(self, x: np.ndarray) -> np.ndarray:
         return x.max(axis=0) if self.kind == "max" else self.weights(len(x)).astype(np.float32) @ x
 
-    def pool_many(self, rows: list[np.ndarray]) -> np.ndarray:
-        """``[N, D]`` pooled vectors of ``N`` per-step arrays (lengths may differ)."""
-        if not rows:
-            return np.zeros((0, 0), np.float32)
-        return np.stack([self.pool(r) for r in rows])
-
 
 def parse_pooling(spec: str | Pooling | None) -> Pooling:
     """A :class:`Pooling` from ``mean``, ``max``, ``centre[:SIGMA]``, ``segment:A-B`` or ``multivector``."""

@@ -378,11 +378,11 @@ def _multivector_native(tbl: Any, col: VectorColumn, steps: np.ndarray, k: int, 
                bypass_index=info is None)
     ids = cand.column(KEY).to_pylist()
     # Distances of multivector indexes differ by index type: re-score the candidates exactly.
-    out = exact(tbl, col.name, k, steps_scores(col.name, lambda v, o: maxsim_rows(q, v, o)), key=KEY,
-                where=combine(where, in_list(KEY, ids)))
+    score = steps_scores(col.name, lambda v, o: maxsim_rows(q, v, o))
+    out = exact(tbl, col.name, k, score, key=KEY, where=combine(where, in_list(KEY, ids)))
     plan.update(method=f"LanceDB multivector ({'ANN ' + info.index_type if info else 'scan'}), exact MaxSim "
                 f"re-scoring of {len(ids)} candidates", params=p.as_dict() if info else {})
     if prefilter and out.num_rows < min(k, matching):
-        out = exact(tbl, col.name, k, steps_scores(col.name, lambda v, o: maxsim_rows(q, v, o)), key=KEY, where=where)
+        out = exact(tbl, col.name, k, score, key=KEY, where=where)
         plan["completed_exactly"] = f"the index returned fewer than {min(k, matching)} rows under the filter"
     return as_result(out), plan

@@ -274,7 +274,8 @@ def steps_scores(column: str, score_rows: Callable[[np.ndarray, np.ndarray], np.
     def score(batch: pa.RecordBatch) -> np.ndarray:
         arr = batch.column(column)
         dim = arr.type.value_type.list_size
-        values = arr.values.values.to_numpy(zero_copy_only=False).reshape(-1, dim)  # slice-aware via offsets
+        # the list offsets index the child's steps (a slice of the batch shifts the offsets, not the child)
+        values = arr.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
         offsets = arr.offsets.to_numpy()
         scores = np.asarray(score_rows(values, offsets), np.float64)
         scores[np.diff(offsets) == 0] = -np.inf

@@ -29,6 +29,7 @@ def _at_once(calls: list[Callable[[], object]]) -> list[str]:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a call was still running after 120 s"
     return errors
 
 

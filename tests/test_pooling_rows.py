@@ -60,3 +60,28 @@ def test_steps_scores_of_a_sliced_batch_with_empty_and_null_rows() -> None:
     q_steps = rng.normal(size=(3, 8)).astype(np.float32)
     ms = steps_scores("steps", lambda v, o: maxsim_rows(q_steps, v, o))(batch)
     np.testing.assert_allclose(ms[[0, 3, 4, 5]], [maxsim(q_steps, r) for r in rows[1:]], rtol=1e-5)
+
+
+def test_steps_scores_of_a_column_whose_steps_are_a_slice() -> None:
+    rng = np.random.default_rng(3)
+    rows = _rows(rng, [2, 3])
+    steps = pa.FixedSizeListArray.from_arrays(pa.array(rng.normal(size=(3 + 5) * 8).astype(np.float32)), 8)
+    flat = np.concatenate(rows)
+    steps = pa.concat_arrays([steps.slice(0, 3), pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), 8)])
+    arr = pa.ListArray.from_arrays(pa.array([0, 2, 5], pa.int32()), steps.slice(3))  # child starts at step 3
+    query = rng.normal(size=8).astype(np.float32)
+    query /= np.linalg.norm(query)
+    mean = parse_pooling("mean")
+    got = steps_scores("steps", lambda v, o: mean.pool_rows(v, o) @ query)(pa.RecordBatch.from_arrays([arr], ["steps"]))
+    np.testing.assert_allclose(got, [float(mean.pool(r) @ query) for r in rows], rtol=1e-5)
+
+
+def test_steps_from_arrow_of_a_column_whose_steps_are_a_slice() -> None:
+    from udfs.arrays import steps_from_arrow
+
+    rows = _rows(np.random.default_rng(4), [2, 3])
+    lead = pa.FixedSizeListArray.from_arrays(pa.array(np.ones(3 * 8, np.float32)), 8)
+    steps = pa.concat_arrays([lead, pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(rows).ravel()), 8)])
+    arr = pa.ListArray.from_arrays(pa.array([0, 2, 5], pa.int32()), steps.slice(3))
+    for got, want in zip(steps_from_arrow(arr), rows, strict=True):
+        np.testing.assert_array_equal(got, want)

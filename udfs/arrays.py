@@ -28,8 +28,9 @@ def steps_from_arrow(column: pa.Array | pa.ChunkedArray) -> list[np.ndarray | No
     """Inverse of :func:`steps_to_arrow`: a ``[T, D]`` float32 array per row (None for NULL)."""
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     dim = column.type.value_type.list_size
-    # Slice-aware: a sliced list array's offsets index into the full values buffer.
-    values = column.values.values.to_numpy(zero_copy_only=False).reshape(-1, dim)
+    # Slice-aware: a sliced list array's offsets index its child's steps (flatten() honours a child
+    # that is itself a slice).
+    values = column.values.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim)
     offsets = column.offsets.to_numpy()
     valid = column.is_valid().to_numpy(zero_copy_only=False)
     return [
