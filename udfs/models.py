@@ -21,6 +21,7 @@ Loaded models are cached per process (one load per Ray worker per job).
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -192,9 +193,19 @@ def _unavailable(name: str, err: Exception, env: str) -> ModelUnavailableError:
     )
 
 
+def _quiet_off_terminal() -> None:
+    """No weight-loading progress bars when stderr is not a terminal (a log file, SLURM, CI): their
+    carriage-return redraws would land in the log as one long line per load."""
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def from_pretrained(cls: Any, name: str, env: str) -> Any:
     """``cls.from_pretrained`` trying the local cache first, failing with a clear message
     (``env`` is the variable that can point the stage at a local checkpoint directory)."""
+    _quiet_off_terminal()
     if os.path.isdir(name):
         try:
             return cls.from_pretrained(name)
