@@ -31,7 +31,7 @@ from typing import Any
 
 from jobs.console import Display
 from jobs.job_drivers import ensure_job_tables, mark_abandoned, record_driver
-from jobs.local_ray import local_ray_mode, using_head, worker_env_vars
+from jobs.local_ray import local_pipeline_resources, local_ray_mode, using_head, worker_env_vars
 from manifests.clusters import ClusterSpec
 from tables.column_state import (
     UDF_VERSION_KEY,
@@ -285,15 +285,16 @@ def ray_session(
         with joined_ray(address), conn.local_ray_context():
             yield
         return
-    if local_ray_mode() == "warm":
-        with using_head(log) as head:
-            log(f"local Ray: the warm head at {head.address} (started "
-                f"{_ago(time.time() - head.started)} ago; `vw ray stop` ends it)")
-            with joined_ray(head.address, env_vars=worker_env_vars()), conn.local_ray_context():
-                yield
-        return
-    with conn.local_ray_context():
-        yield
+    with local_pipeline_resources():
+        if local_ray_mode() == "warm":
+            with using_head(log) as head:
+                log(f"local Ray: the warm head at {head.address} (started "
+                    f"{_ago(time.time() - head.started)} ago; `vw ray stop` ends it)")
+                with joined_ray(head.address, env_vars=worker_env_vars()), conn.local_ray_context():
+                    yield
+            return
+        with conn.local_ray_context():
+            yield
 
 
 def _ago(seconds: float) -> str:

@@ -18,8 +18,10 @@ Settings:
 * ``VW_RAY_IDLE_S``: idle seconds before the watcher stops the head.
 
 Starting is serialised by a lock file, so commands started together share one head. The ``VW_*``,
-``HF_*``, ``TRANSFORMERS_*``, ``TORCH*``, thread-count and ``PYTHONPATH`` variables of each command
-are passed to its own workers (:func:`worker_env_vars`) and are kept out of the head's environment.
+``HF_*``, ``TRANSFORMERS_*``, ``TORCH*``, ``GENEVA_*``, thread-count and ``PYTHONPATH`` variables of
+each command are passed to its own workers (:func:`worker_env_vars`) and are kept out of the head's
+environment. On any local Ray (warm or per command), geneva's bookkeeping actors reserve no CPU
+(:func:`local_pipeline_resources`).
 """
 
 from __future__ import annotations
@@ -52,7 +54,18 @@ DEFAULT_IDLE_S = 900.0
 
 #: Prefixes of environment variables a joining command passes to its workers.
 WORKER_ENV_PREFIXES = ("VW_", "HF_", "TRANSFORMERS_", "TORCH", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                       "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "TOKENIZERS_PARALLELISM")
+                       "CUDA_VISIBLE_DEVICES", "PYTHONPATH", "TOKENIZERS_PARALLELISM", "GENEVA_")
+
+#: geneva's settings for its bookkeeping actors on a local Ray: a job's driver task, job tracker and
+#: fragment writer reserve no CPU (geneva reserves 0.1 CPU each, sized for clusters). They are mostly
+#: idle, and on a small machine their reservations kept the stages of one command from running at once:
+#: two 1-CPU appliers plus 0.1 CPU each for their jobs' driver, tracker and writer do not fit in 2 CPUs,
+#: so the second stage's applier waited for the first stage's job to end. A value the user set wins.
+LOCAL_PIPELINE_RESOURCES = {
+    "GENEVA_PIPELINE_RESOURCES__DRIVER_NUM_CPUS": "0",
+    "GENEVA_PIPELINE_RESOURCES__JOBTRACKER_NUM_CPUS": "0",
+    "GENEVA_PIPELINE_RESOURCES__FRAGMENT_WRITER_NUM_CPUS": "0",
+}
 
 
 class LocalRayError(VwError, RuntimeError):
@@ -263,6 +276,32 @@ def auth_env(folder: Path | None = None) -> dict[str, str]:
 def worker_env_vars() -> dict[str, str]:
     """This command's settings its workers on the warm head need (see the module docstring)."""
     return {k: v for k, v in os.environ.items() if k.startswith(WORKER_ENV_PREFIXES)}
+
+
+@contextlib.contextmanager
+def local_pipeline_resources() -> Iterator[dict[str, str]]:
+    """geneva's bookkeeping actors reserve no CPU during the block (:data:`LOCAL_PIPELINE_RESOURCES`).
+
+    Sets the variables this process lacks, for the block, and yields them (a joining command passes
+    them to its workers, where geneva's driver task creates the fragment writer; a Ray started inside
+    the command hands its environment to its workers). geneva reads its settings once per process, so
+    its cached settings are dropped on entry and on exit.
+    """
+    added = {k: v for k, v in LOCAL_PIPELINE_RESOURCES.items() if k not in os.environ}
+    os.environ.update(added)
+    _forget_geneva_settings()
+    try:
+        yield added
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+        _forget_geneva_settings()
+
+
+def _forget_geneva_settings() -> None:
+    from geneva.config import ConfigBase
+
+    ConfigBase.get.__func__.cache_clear()  # type: ignore[attr-defined]
 
 
 def _stop(folder: Path, head: Head) -> None:

@@ -77,12 +77,14 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """ONE local Ray session for every integration test (each backfill reuses it).
 
     geneva's ``local_ray_context`` reuses an already-initialised Ray, so the backfill runner's
-    own context inside the tests does not start another one.
+    own context inside the tests does not start another one. geneva's bookkeeping actors reserve no
+    CPU there, as on every local Ray of the command line.
     """
+    from jobs.local_ray import local_pipeline_resources
     from tables.connection import connect
 
     conn = connect(str(tmp_path_factory.mktemp("ray-anchor")))
-    with conn.local_ray_context():
+    with local_pipeline_resources(), conn.local_ray_context():
         yield
 
 

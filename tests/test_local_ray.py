@@ -16,7 +16,10 @@ from typing import Any
 import pytest
 
 from jobs.local_ray import (
+    LOCAL_PIPELINE_RESOURCES,
+    auth_env,
     idle_seconds,
+    local_pipeline_resources,
     local_ray_mode,
     read_head,
     state_dir,
@@ -52,6 +55,24 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VW_PROFILE", "tiny")
     monkeypatch.setenv("HOME_UNRELATED", "x")
     assert worker_env_vars()["VW_PROFILE"] == "tiny" and "HOME_UNRELATED" not in worker_env_vars()
+
+
+def test_geneva_bookkeeping_reserves_no_cpu_on_a_local_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    from geneva.runners.ray.admission import PipelineResourceConfig
+
+    for key in LOCAL_PIPELINE_RESOURCES:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("GENEVA_PIPELINE_RESOURCES__JOBTRACKER_NUM_CPUS", "0.5")  # the user's setting wins
+    before = PipelineResourceConfig.get()
+    with local_pipeline_resources() as added:
+        inside = PipelineResourceConfig.get()
+        assert (inside.driver_num_cpus, inside.jobtracker_num_cpus, inside.fragment_writer_num_cpus) == (0, 0.5, 0)
+        assert set(added) == {"GENEVA_PIPELINE_RESOURCES__DRIVER_NUM_CPUS",
+                              "GENEVA_PIPELINE_RESOURCES__FRAGMENT_WRITER_NUM_CPUS"}
+        assert worker_env_vars()["GENEVA_PIPELINE_RESOURCES__DRIVER_NUM_CPUS"] == "0"  # joined workers get them
+    after = PipelineResourceConfig.get()
+    assert "GENEVA_PIPELINE_RESOURCES__DRIVER_NUM_CPUS" not in os.environ
+    assert (after.driver_num_cpus, after.jobtracker_num_cpus) == (before.driver_num_cpus, 0.5) == (0.1, 0.5)
 
 
 def _wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -139,3 +160,53 @@ def test_vw_ray_start_and_stop(warm: dict[str, str]) -> None:
     assert not marked_processes(head.marks()) and not head.alive()
     assert read_head(Path(warm["VW_RAY_DIR"])) is None
     assert "no warm local Ray" in _vw(["ray", "status"], warm).stdout
+
+
+#: Lists the CPU each geneva actor and driver task of a Ray job asked for (run against the warm head).
+_RESOURCES_OF_JOB = """
+import json, sys, ray
+from ray.util.state import list_actors, list_tasks
+ctx = ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+api = "http://" + ctx.dashboard_url  # this head's, though other Rays may run on the machine
+actors = list_actors(address=api, detail=True, limit=10000)
+jobs = {a.job_id for a in actors if a.class_name == "ApplierActor"}
+out = {job: [] for job in jobs}
+for a in actors:
+    if a.job_id in jobs:
+        out[a.job_id].append([a.class_name, (a.required_resources or {}).get("CPU", 0)])
+for t in list_tasks(address=api, detail=True, limit=10000, filters=[("type", "=", "NORMAL_TASK")]):
+    if t.job_id in jobs and "backfill.driver" in t.name:
+        out[t.job_id].append(["driver", (t.required_resources or {}).get("CPU", 0)])
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.integration
+def test_the_stages_of_one_command_fit_at_once_on_two_cpus(tmp_path: Path, warm: dict[str, str]) -> None:
+    """Two stages' jobs need two 1-CPU appliers; geneva's driver tasks, job trackers and fragment writers
+    reserve no CPU on the local Ray, so both appliers are placed at once on a 2-CPU machine (with
+    geneva's 0.1 CPU each, the second applier waited for the first stage's job to end)."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for i in range(2):
+        make_cfr_video(videos / f"v{i}.mp4", num_frames=20 + i, fps=10, width=64, height=48, gop=10)
+    db = str(tmp_path / "db")
+    assert _vw(["ingest", str(videos), "--db", db], warm).returncode == 0
+    with using_head(log=lambda m: None) as head:  # kept alive for the query below
+        run = _vw(["backfill", "video_embedding", "frame_features", "--models", "tiny", "--num-frames", "8",
+                   "--db", db], warm)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+        assert "starting 2 jobs at once" in run.stdout
+        query = subprocess.run([sys.executable, "-c", _RESOURCES_OF_JOB, head.address],
+                               env={**warm, **auth_env(Path(warm["VW_RAY_DIR"]))},
+                               capture_output=True, text=True, timeout=120)
+    assert query.returncode == 0, query.stderr[-3000:]
+    jobs = json.loads(query.stdout.strip().splitlines()[-1])
+    assert len(jobs) == 1, jobs  # the one command
+    cpus: dict[str, list[float]] = {}
+    for name, cpu in next(iter(jobs.values())):
+        cpus.setdefault(name, []).append(cpu)
+    assert cpus["ApplierActor"] == [1.0, 1.0], cpus
+    for name in ("driver", "_JobTracker", "FragmentWriter"):
+        assert cpus[name] == [0, 0], cpus  # one per stage's job, none reserving a CPU
+    assert all(cpu == 0 for name, found in cpus.items() if name != "ApplierActor" for cpu in found), cpus
