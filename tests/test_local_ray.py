@@ -104,15 +104,21 @@ def _vw(args: list[str], env: dict[str, str], timeout: float = 300) -> subproces
     return subprocess.run([str(BIN / "vw"), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.integration
-def test_commands_share_one_warm_head_until_it_idles(tmp_path: Path, warm: dict[str, str]) -> None:
-    folder = Path(warm["VW_RAY_DIR"])
+def _two_videos(tmp_path: Path, env: dict[str, str]) -> str:
+    """A warehouse of two small ingested videos; its path."""
     videos = tmp_path / "videos"
     videos.mkdir()
     for i in range(2):
         make_cfr_video(videos / f"v{i}.mp4", num_frames=20 + i, fps=10, width=64, height=48, gop=10)
     db = str(tmp_path / "db")
-    assert _vw(["ingest", str(videos), "--db", db], warm).returncode == 0
+    assert _vw(["ingest", str(videos), "--db", db], env).returncode == 0
+    return db
+
+
+@pytest.mark.integration
+def test_commands_share_one_warm_head_until_it_idles(tmp_path: Path, warm: dict[str, str]) -> None:
+    folder = Path(warm["VW_RAY_DIR"])
+    db = _two_videos(tmp_path, warm)
 
     # Two commands that need a local Ray at the same moment: one starts the head, the other joins it.
     starters = [subprocess.Popen([sys.executable, "-c", "from jobs.local_ray import ensure_head; "
@@ -186,12 +192,7 @@ def test_the_stages_of_one_command_fit_at_once_on_two_cpus(tmp_path: Path, warm:
     """Two stages' jobs need two 1-CPU appliers; geneva's driver tasks, job trackers and fragment writers
     reserve no CPU on the local Ray, so both appliers are placed at once on a 2-CPU machine (with
     geneva's 0.1 CPU each, the second applier waited for the first stage's job to end)."""
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    for i in range(2):
-        make_cfr_video(videos / f"v{i}.mp4", num_frames=20 + i, fps=10, width=64, height=48, gop=10)
-    db = str(tmp_path / "db")
-    assert _vw(["ingest", str(videos), "--db", db], warm).returncode == 0
+    db = _two_videos(tmp_path, warm)
     with using_head(log=lambda m: None) as head:  # kept alive for the query below
         run = _vw(["backfill", "video_embedding", "frame_features", "--models", "tiny", "--num-frames", "8",
                    "--db", db], warm)
