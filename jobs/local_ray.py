@@ -289,16 +289,17 @@ def local_pipeline_resources() -> Iterator[dict[str, str]]:
     """
     added = {k: v for k, v in LOCAL_PIPELINE_RESOURCES.items() if k not in os.environ}
     os.environ.update(added)
-    _forget_geneva_settings()
+    forget_geneva_settings()
     try:
         yield added
     finally:
         for key in added:
             os.environ.pop(key, None)
-        _forget_geneva_settings()
+        forget_geneva_settings()
 
 
-def _forget_geneva_settings() -> None:
+def forget_geneva_settings() -> None:
+    """Drop geneva's settings cached in this process, so its next read sees the environment."""
     from geneva.config import ConfigBase
 
     ConfigBase.get.__func__.cache_clear()  # type: ignore[attr-defined]

@@ -16,6 +16,9 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 # `vw` subprocesses of the tests start their own Ray and end it (nothing outlives a test); the warm
 # local Ray shared between commands is tested on its own, in tests/test_local_ray.py.
 os.environ.setdefault("VW_LOCAL_RAY", "per-command")
+# A geneva job none of whose tasks completes fails after 10 minutes here (geneva waits 30 by
+# default): the tests' tasks take seconds, so a stalled job is a bug to report, not to wait out.
+os.environ.setdefault("GENEVA_PIPELINE_STALL_TIMEOUT_S", "600")
 
 
 def _free_port() -> int:

@@ -18,6 +18,7 @@ import pytest
 from jobs.local_ray import (
     LOCAL_PIPELINE_RESOURCES,
     auth_env,
+    forget_geneva_settings,
     idle_seconds,
     local_pipeline_resources,
     local_ray_mode,
@@ -63,6 +64,15 @@ def test_geneva_bookkeeping_reserves_no_cpu_on_a_local_ray(monkeypatch: pytest.M
     for key in LOCAL_PIPELINE_RESOURCES:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("GENEVA_PIPELINE_RESOURCES__JOBTRACKER_NUM_CPUS", "0.5")  # the user's setting wins
+    forget_geneva_settings()  # geneva's cache holds the session's settings (see conftest's local_ray)
+    try:
+        _check_pipeline_resources(PipelineResourceConfig)
+    finally:
+        monkeypatch.undo()
+        forget_geneva_settings()  # else this process's later jobs keep this test's settings
+
+
+def _check_pipeline_resources(PipelineResourceConfig: Any) -> None:
     before = PipelineResourceConfig.get()
     with local_pipeline_resources() as added:
         inside = PipelineResourceConfig.get()
