@@ -58,21 +58,26 @@ def test_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert worker_env_vars()["VW_PROFILE"] == "tiny" and "HOME_UNRELATED" not in worker_env_vars()
 
 
-def test_geneva_bookkeeping_reserves_no_cpu_on_a_local_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture()
+def fresh_geneva_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """geneva reads its settings afresh in the test, and this process keeps none of the test's after it.
+
+    geneva caches its settings per process; the session's local Ray (conftest's ``local_ray``) has
+    cached its own, and a later job of this process must not run with the test's.
+    """
+    forget_geneva_settings()
+    yield monkeypatch
+    monkeypatch.undo()
+    forget_geneva_settings()
+
+
+def test_geneva_bookkeeping_reserves_no_cpu_on_a_local_ray(fresh_geneva_settings: pytest.MonkeyPatch) -> None:
     from geneva.runners.ray.admission import PipelineResourceConfig
 
     for key in LOCAL_PIPELINE_RESOURCES:
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("GENEVA_PIPELINE_RESOURCES__JOBTRACKER_NUM_CPUS", "0.5")  # the user's setting wins
-    forget_geneva_settings()  # geneva's cache holds the session's settings (see conftest's local_ray)
-    try:
-        _check_pipeline_resources(PipelineResourceConfig)
-    finally:
-        monkeypatch.undo()
-        forget_geneva_settings()  # else this process's later jobs keep this test's settings
-
-
-def _check_pipeline_resources(PipelineResourceConfig: Any) -> None:
+        fresh_geneva_settings.delenv(key, raising=False)
+    fresh_geneva_settings.setenv("GENEVA_PIPELINE_RESOURCES__JOBTRACKER_NUM_CPUS", "0.5")  # the user's setting wins
+    forget_geneva_settings()  # read again with the variables above
     before = PipelineResourceConfig.get()
     with local_pipeline_resources() as added:
         inside = PipelineResourceConfig.get()

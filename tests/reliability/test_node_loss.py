@@ -5,12 +5,13 @@ its own node-manager port) run ``vw backfill frame_features --concurrency 4``; a
 trace shows a worker of the second node starting its first batch (which takes seconds: the
 worker imports the decoder and warms up the model), every process of the second node is
 SIGKILLed at once, as a machine that disappears, with that batch's rows in flight. The backfill
-either finishes on the surviving node or fails; re-run, it completes.
+either finishes on the surviving node or fails; re-run, it completes. The column then equals the
+uninterrupted run's (``baseline``), without duplicate rows, and `vw status` shows no job running
+or abandoned.
 
 Waiting instead for rows *finished* on both nodes raced on a busy machine: the five tasks of 8
 rows take a warm worker a fraction of a second, so one node could finish the job before the other
-node's first batch ended. The column then equals the uninterrupted run's (``baseline``),
-without duplicate rows, and `vw status` shows no job running or abandoned.
+node's first batch ended.
 """
 
 from __future__ import annotations
