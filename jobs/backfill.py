@@ -42,6 +42,7 @@ from tables.column_state import (
     recent_errors,
     row_keys,
 )
+from tables.commits import is_commit_conflict, retry_on_conflict
 from tables.connection import open_videos, table_exists
 from tables.names import VIDEOS, key_column
 from udfs.errors import NotFoundError, VwError
@@ -138,20 +139,17 @@ def ensure_columns(table: Any, pairs: list[tuple[str, Any]], opts: BackfillOptio
     changed: dict[str, bool] = {}
     for col, fn in pairs:
         fn.field_metadata = dict(fn.field_metadata or {}) | {UDF_VERSION_KEY: str(fn.version)}
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                stored = field_spec(table, col).get(UDF_VERSION_KEY)
-                if _check_compatible(table, col, spec, opts.replace):
-                    table.add_columns({col: fn})
-                    changed[col] = True
-                else:
-                    table.alter_columns({"path": col, "udf": fn})
-                    changed[col] = stored != str(fn.version)
-                break
-            except Exception as err:  # a concurrent schema change (another backfill) preempted ours
-                if attempt == COMMIT_ATTEMPTS or not is_commit_conflict(err):
-                    raise
-                table.checkout_latest()
+
+        def register(col: str = col, fn: Any = fn) -> bool:
+            # Decided afresh on each try: a preempted try may have committed the column already.
+            stored = field_spec(table, col).get(UDF_VERSION_KEY)
+            if _check_compatible(table, col, spec, opts.replace):
+                table.add_columns({col: fn})
+                return True
+            table.alter_columns({"path": col, "udf": fn})
+            return stored != str(fn.version)
+
+        changed[col] = retry_on_conflict(register, table, f"registering column {col!r}")
     return changed
 
 
@@ -468,30 +466,7 @@ def _failed_in_scope(table: Any, col: str, scope: str | None) -> int:
 
 
 #: Jobs started for one column when concurrent writes make geneva's commit conflict.
-COMMIT_ATTEMPTS = 3
-
-
-def is_commit_conflict(err: BaseException) -> bool:
-    """True when ``err`` (or its cause) is Lance refusing a commit because of a concurrent write.
-
-    geneva retries the conflicts Lance calls retryable; the others (a concurrent update or
-    compaction rewrote the fragments the job computed values for) fail the job, and only a new
-    job planned on the new version can fill those rows.
-    """
-    from lance.commit import CommitConflictError
-
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, CommitConflictError) or "CommitConflictError" in type(current).__name__:
-            return True
-        text = str(current)
-        if ("CommitConflictError" in text or "Incompatible transaction" in text
-                or "commit conflict" in text.lower()):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+JOB_ATTEMPTS = 3
 
 
 def _first_line(err: BaseException) -> str:
@@ -578,14 +553,8 @@ def _fill_derived(run: StageRun, opts: BackfillOptions, log: Callable[[str], Non
 
 def _merge(table: Any, key: str, update: Any) -> None:
     """Write ``update``'s columns into the rows of ``table`` with the same ``key`` (one commit)."""
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        try:
-            table.merge_insert(key).when_matched_update_all().execute(update)
-            return
-        except Exception as err:  # a concurrent commit (another stage's job) got there first
-            if attempt == COMMIT_ATTEMPTS or not is_commit_conflict(err):
-                raise
-            table.checkout_latest()
+    retry_on_conflict(lambda: table.merge_insert(key).when_matched_update_all().execute(update), table,
+                      f"writing {', '.join(n for n in update.column_names if n != key)}")
 
 
 def _job_rows(job: Any) -> tuple[int, int, int] | None:
@@ -654,7 +623,7 @@ def _backfill_one(
     log(f"backfill {col}: {rows - filled_before} of {rows} rows to compute"
         + (f", {recompute} to recompute (new UDF version)" if recompute else ""))
     start = time.monotonic()
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+    for attempt in range(1, JOB_ATTEMPTS + 1):
         job_id = uuid.uuid4().hex
         if conn is not None:
             record_driver(conn, job_id, table.name, col)
@@ -666,10 +635,10 @@ def _backfill_one(
                 result = _run_watched(table, col, where, opts, job_id, rows - filled_before, display, stage)
             break
         except Exception as err:
-            if attempt == COMMIT_ATTEMPTS or not is_commit_conflict(err):
+            if attempt == JOB_ATTEMPTS or not is_commit_conflict(err):
                 raise
             log(f"backfill {col}: a concurrent write replaced rows this job computed ({_first_line(err)}); "
-                f"running it again on the new table version (attempt {attempt + 1} of {COMMIT_ATTEMPTS})")
+                f"running it again on the new table version (attempt {attempt + 1} of {JOB_ATTEMPTS})")
             table.checkout_latest()
     seconds = time.monotonic() - start
     filled_after = _filled(table, col, scope, rows)

@@ -80,6 +80,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tables.commits import retry_on_conflict
 from tables.filters import sql_quote
 from tables.schema import VIDEOS_SCHEMA
 from udfs.redact import redact
@@ -733,12 +734,15 @@ def _merge_metadata(stored: str | None, new: dict | None) -> str | None:
 def ensure_base_columns(table: Any) -> list[str]:
     """Add the nullable base columns an older ``videos`` table lacks (all NULL, in one commit that
     rewrites no data; stored values untouched); returns their names."""
-    present = set(table.schema.names)
-    missing = [f for f in VIDEOS_SCHEMA if f.name not in present and f.nullable]
-    if missing:
-        table.to_lance().add_columns(pa.schema(missing))
-        table.checkout_latest()
-    return [f.name for f in missing]
+    def add_missing() -> list[str]:
+        present = set(table.schema.names)
+        missing = [f for f in VIDEOS_SCHEMA if f.name not in present and f.nullable]
+        if missing:
+            table.to_lance().add_columns(pa.schema(missing))
+            table.checkout_latest()
+        return [f.name for f in missing]
+
+    return retry_on_conflict(add_missing, table, "adding the base columns")
 
 
 def _required_extra_columns(table: Any) -> list[str]:

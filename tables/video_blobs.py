@@ -24,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tables.commits import retry_on_conflict
 from udfs.errors import VwError
 
 #: Name of the blob column holding video bytes.
@@ -49,20 +50,23 @@ def ensure_video_column(table: Any) -> bool:
     Raises:
         BlobColumnError: the table's data storage format predates blob v2 (format 2.2).
     """
-    if has_video_column(table):
-        return False
     import lance.blob
 
-    ds = table.to_lance()
-    version = str(ds.data_storage_version)
-    if version not in _BLOB_STORAGE_VERSIONS:
-        raise BlobColumnError(
-            f"table {table.name!r} uses Lance data storage format {version}; storing video bytes needs "
-            f"a blob v2 column, i.e. format 2.2 or later (recreate the table to store bytes)"
-        )
-    ds.add_columns(lance.blob.blob_field(VIDEO_BLOB_COLUMN, nullable=True))
-    table.checkout_latest()
-    return True
+    def add() -> bool:
+        if has_video_column(table):
+            return False
+        ds = table.to_lance()
+        version = str(ds.data_storage_version)
+        if version not in _BLOB_STORAGE_VERSIONS:
+            raise BlobColumnError(
+                f"table {table.name!r} uses Lance data storage format {version}; storing video bytes needs "
+                f"a blob v2 column, i.e. format 2.2 or later (recreate the table to store bytes)"
+            )
+        ds.add_columns(lance.blob.blob_field(VIDEO_BLOB_COLUMN, nullable=True))
+        table.checkout_latest()
+        return True
+
+    return retry_on_conflict(add, table, f"adding the {VIDEO_BLOB_COLUMN!r} blob column")
 
 
 def read_bytes(uri: str) -> bytes:

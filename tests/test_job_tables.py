@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 from geneva.debug.error_store import ErrorStore
 
 from jobs.job_drivers import DRIVERS_TABLE, ensure_job_tables
 from tables.connection import connect
-
-
-def _at_once(calls: list[Callable[[], object]]) -> list[str]:
-    """Run ``calls`` in threads released together; the errors they raised."""
-    barrier = threading.Barrier(len(calls))
-    errors: list[str] = []
-
-    def run(call: Callable[[], object]) -> None:
-        barrier.wait()
-        try:
-            call()
-        except Exception as err:  # noqa: BLE001 - collected for the assertion
-            errors.append(repr(err))
-
-    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a call was still running after 120 s"
-    return errors
+from tests.threads import at_once
 
 
 def _error_tables(db: Path) -> list[str]:
@@ -44,14 +22,14 @@ def test_job_drivers_starting_at_once_only_open_the_error_table(tmp_path: Path) 
         db = tmp_path / f"db{trial}"
         ensure_job_tables(connect(str(db)))
         conns = [connect(str(db)) for _ in range(4)]
-        assert _at_once([lambda c=c: ErrorStore(c) for c in conns]) == []
+        assert at_once([lambda c=c: ErrorStore(c) for c in conns]) == []
         assert len(_error_tables(db)) == 1
 
 
 def test_two_commands_creating_the_job_tables_at_once_both_succeed(tmp_path: Path) -> None:
     db = tmp_path / "db"
     conns = [connect(str(db)) for _ in range(3)]
-    assert _at_once([lambda c=c: ensure_job_tables(c) for c in conns]) == []
+    assert at_once([lambda c=c: ensure_job_tables(c) for c in conns]) == []
     conn = connect(str(db))
     assert DRIVERS_TABLE in conn.table_names()
     assert conn.list_jobs() == []

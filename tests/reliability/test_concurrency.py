@@ -206,18 +206,3 @@ def test_two_backfills_and_an_ingest_at_once_lose_nothing(tmp_path: Path, pristi
     reruns = sum(r.stdout().count("running it again on the new table version") for r in (features, embedding))
     print(f"concurrent writes checked: 2 backfills x {NUM_VIDEOS} rows + ingest of {NUM_VIDEOS} updates and 10 new "
           f"rows ({ingest_s:.1f}s while both ran); jobs re-run after a commit conflict: {reruns}")
-
-
-def test_commit_conflicts_are_recognised() -> None:
-    from lance.commit import CommitConflictError
-
-    from jobs.backfill import is_commit_conflict
-
-    assert is_commit_conflict(CommitConflictError("Incompatible transaction: DataReplacement target fragment 0"))
-    wrapped = RuntimeError("the backfill job failed")
-    wrapped.__cause__ = CommitConflictError("concurrent Update")
-    assert is_commit_conflict(wrapped)
-    # two backfills adding their columns at once: Lance's own retryable conflict, as a RuntimeError
-    assert is_commit_conflict(RuntimeError("lance error: Retryable commit conflict for version 6: This Merge "
-                                           "transaction was preempted by concurrent transaction UpdateConfig"))
-    assert not is_commit_conflict(ValueError("invalid --where 'x ='"))
