@@ -144,7 +144,8 @@ class Display:
 
 def log_path_for(db_uri: str | None, command: str) -> Path:
     """Where the libraries' output of ``command`` goes: ``$VW_LOG``, else ``<warehouse>/logs/`` for a
-    local warehouse, else ``~/.cache/video-warehouse/logs/`` (one file per command run)."""
+    local warehouse, else ``logs/`` in the user cache folder (:func:`udfs.user_cache.user_cache_dir`, by
+    default ``~/.cache/video-warehouse``), one file per command run."""
     configured = os.environ.get(LOG_ENV, "").strip()
     if configured:
         return Path(configured).expanduser()
@@ -152,8 +153,9 @@ def log_path_for(db_uri: str | None, command: str) -> Path:
     name = f"vw-{command}-{stamp}-{os.getpid()}.log"
     if db_uri and "://" not in db_uri:
         return Path(db_uri).expanduser() / "logs" / name
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "video-warehouse" / "logs" / name
+    from udfs.user_cache import user_cache_dir
+
+    return user_cache_dir("logs", name)
 
 
 def verbose_requested(verbose: bool = False) -> bool:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -19,6 +22,11 @@ os.environ.setdefault("VW_LOCAL_RAY", "per-command")
 # A geneva job none of whose tasks completes fails after 10 minutes here (geneva waits 30 by
 # default): the tests' tasks take seconds, so a stalled job is a bug to report, not to wait out.
 os.environ.setdefault("GENEVA_PIPELINE_STALL_TIMEOUT_S", "600")
+# The tests keep what the code caches in the user's cache folder (e.g. embedded scenario
+# descriptions) in a folder of their own, removed at the end: never the user's.
+if "VW_CACHE_DIR" not in os.environ:
+    os.environ["VW_CACHE_DIR"] = tempfile.mkdtemp(prefix="vw-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["VW_CACHE_DIR"], True)
 
 
 def _free_port() -> int:

@@ -110,8 +110,11 @@ def test_log_locations_and_verbosity(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("VW_LOG", raising=False)
     local = log_path_for(str(tmp_path / "wh"), "backfill")
     assert local.parent == tmp_path / "wh" / "logs" and local.name.startswith("vw-backfill-")
+    monkeypatch.delenv("VW_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert log_path_for("gs://bucket/wh", "demo").parent == tmp_path / "cache" / "video-warehouse" / "logs"
+    monkeypatch.setenv("VW_CACHE_DIR", str(tmp_path / "vw-cache"))
+    assert log_path_for("gs://bucket/wh", "demo").parent == tmp_path / "vw-cache" / "logs"
     monkeypatch.setenv("VW_LOG", str(tmp_path / "mine.log"))
     assert log_path_for("gs://bucket/wh", "demo") == tmp_path / "mine.log"
     monkeypatch.delenv("VW_LOG_LEVEL", raising=False)

@@ -245,8 +245,10 @@ def choose_label(ranked: Sequence[ScenarioScore], config: ScenarioConfig) -> str
 
 
 def embed_descriptions(config: ScenarioConfig, encoder: TextEncoder) -> np.ndarray:
-    """``[S, D]`` embeddings of the scenario descriptions (file order)."""
-    return encoder.encode([s.description for s in config.scenarios])
+    """``[S, D]`` embeddings of the scenario descriptions (file order), kept in the user's cache folder
+    (:meth:`TextEncoder.encode_cached`): a later command with the same model and descriptions loads
+    no model for them."""
+    return encoder.encode_cached([s.description for s in config.scenarios])
 
 
 class DescriptionEmbeddings:
@@ -276,7 +278,8 @@ class DescriptionEmbeddings:
 
     def _compute(self) -> None:
         try:
-            self._value = embed_descriptions(self.config, TextEncoder(self.profile, self.model))
+            # On the CPU: a few sentences, and this process (the command) leaves the GPU to the workers.
+            self._value = embed_descriptions(self.config, TextEncoder(self.profile, self.model, device="cpu"))
         except BaseException as err:  # noqa: BLE001 - re-raised to whoever asks for the value
             self._error = err
 

@@ -71,12 +71,27 @@ def text_model_name(profile: str, model: str | None = None) -> str:
     return model or os.environ.get(TEXT_MODEL_ENV) or MINILM_NAME
 
 
+#: The ``tiny`` profile's BERT: MiniLM's vocabulary, 2 layers, 32-d (weights drawn with :data:`TINY_SEED`).
+TINY_TEXT_CONFIG = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512)
+
+
 def tiny_text_config() -> Any:
     """A small BERT config with MiniLM's vocabulary (2 layers, 32-d)."""
     from transformers import BertConfig
 
-    return BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=512)
+    return BertConfig(**TINY_TEXT_CONFIG)
+
+
+def _folder_files(folder: str) -> list[tuple[str, int, int]]:
+    """``(relative path, size, modification time in ns)`` of every file under ``folder``, sorted."""
+    root = Path(folder)
+    out = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            st = path.stat()
+            out.append((str(path.relative_to(root)), st.st_size, st.st_mtime_ns))
+    return out
 
 
 def _model_dir(name: str) -> str:
@@ -167,6 +182,37 @@ class TextEncoder:
         if self._loaded is None:
             self._loaded = load_text_model(self.profile, self.model_name, self.device)
         return self._loaded
+
+    def cache_key(self, texts: Sequence[str]) -> dict[str, Any] | None:
+        """What :meth:`encode`'s values for ``texts`` depend on, for :func:`udfs.user_cache.cached_array`:
+        the code's version, the model (name, profile, device, the size and modification time of every
+        file of its folder, or the tiny model's seed and config) and the torch and transformers
+        versions. ``None`` for a model that is not a local folder (a hub id): nothing to fingerprint."""
+        from importlib.metadata import version
+
+        name = text_model_name(self.profile, self.model_name)
+        if self.profile == "tiny":
+            model: Any = {"seed": TINY_SEED, "config": TINY_TEXT_CONFIG,
+                          "tokenizer": _folder_files(bundled_minilm_dir())}
+        else:
+            folder = Path(_model_dir(name))
+            if not folder.is_dir():
+                return None
+            model = {"folder": str(folder.resolve()), "files": _folder_files(str(folder))}
+        return {"code": CODE_VERSION, "pooling": "mean-l2", "max_length": MAX_LENGTH, "profile": self.profile,
+                "name": name, "device": self.device, "model": model, "torch": version("torch"),
+                "transformers": version("transformers"), "texts": list(texts)}
+
+    def encode_cached(self, texts: Sequence[str]) -> np.ndarray:
+        """:meth:`encode`, kept in the user's cache folder (:mod:`udfs.user_cache`) under
+        :meth:`cache_key`: a later command (any warehouse) reads the values instead of loading the model.
+        For small, repeated inputs such as scenario descriptions; a hub-id model is not cached."""
+        from udfs.user_cache import cached_array
+
+        key = self.cache_key(texts)
+        if key is None:
+            return self.encode(texts)
+        return cached_array("text-embeddings", key, lambda: self.encode(texts))
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings of ``texts`` (batched by length to limit padding), in input order."""
