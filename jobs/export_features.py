@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from jobs.atomic_files import atomic_write
 from jobs.file_names import safe_name
 from tables.column_state import failed_rows, field_spec
 from udfs.arrays import steps_from_arrow
+from udfs.atomic_files import atomic_write
 from udfs.errors import VwError
 
 FAILED_FILE = "failed_videos.json"

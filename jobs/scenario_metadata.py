@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs.atomic_files import atomic_write
 from jobs.file_names import safe_name
 from tables.connection import open_videos
+from udfs.atomic_files import atomic_write
 from udfs.errors import NotFoundError, VwError
 
 SCENARIO = "scenario"

@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 
-from jobs.atomic_files import atomic_write
 from jobs.ensemble.frame import file_order
 from jobs.event_jobs import (
     IMPORT_RUN,
@@ -48,6 +47,7 @@ from jobs.event_jobs import (
 )
 from tables.datasets.soccernet import HALVES, half_video_id
 from tables.events import GROUND_TRUTH, Event, ensure_event_indexes, open_events, scope_filter, write_events
+from udfs.atomic_files import atomic_write
 
 RESULTS_FILE = "results_spotting.json"
 _GAME_TIME = re.compile(r"^\s*([12])\s*-\s*(\d{1,3}):(\d{2})\s*$")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.atomic_files import OutputPathError, atomic_write, current_umask
+from udfs.atomic_files import OutputPathError, atomic_write, current_umask
 
 
 def _mode(path: Path) -> int:

@@ -11,12 +11,12 @@ import pyarrow as pa
 import pytest
 import torch
 
-from jobs.atomic_files import atomic_write
 from jobs.export_features import ExportError, export_features, safe_name
 from tables.connection import connect
 from tables.feature_dataset import FeatureDatasetError, FrameFeatureDataset, pad_collate
 from tables.sharding import ShardedSampler, epoch_order, shard
 from udfs.arrays import steps_to_arrow
+from udfs.atomic_files import atomic_write
 
 DIM = 4
 N = 37

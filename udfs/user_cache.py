@@ -8,7 +8,8 @@ model) in ``<cache>/<kind>/<sha256 of the key>.npz``, with the key itself beside
 file whose key differs, or that cannot be read, is computed again and replaced. The key must name
 everything the values depend on (the code's version, the model and a fingerprint of its files, the
 inputs); a caller that cannot say that must not use the cache. Files are written to a temporary
-name and renamed, so concurrent commands never read half a file.
+name and renamed (:func:`udfs.atomic_files.atomic_write`), so concurrent commands never read
+half a file.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from udfs.atomic_files import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,15 +71,7 @@ def _write(path: Path, text: str, value: np.ndarray) -> None:
     import numpy as np
 
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, key=np.array(text), value=value)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda fh: np.savez(fh, key=np.array(text), value=value))
     except OSError as err:
         _LOG.warning("could not keep computed values in %s (%s): the next command computes them again", path, err)
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from jobs.atomic_files import atomic_write
+from udfs.atomic_files import atomic_write
 from udfs.errors import VwError, choices
 
 if TYPE_CHECKING:
