@@ -50,11 +50,11 @@ def ensure_video_column(table: Any) -> bool:
     Raises:
         BlobColumnError: the table's data storage format predates blob v2 (format 2.2).
     """
-    import lance.blob
-
     def add() -> bool:
         if has_video_column(table):
             return False
+        import lance.blob
+
         ds = table.to_lance()
         version = str(ds.data_storage_version)
         if version not in _BLOB_STORAGE_VERSIONS:
