@@ -32,6 +32,7 @@ from typing import Any
 from jobs.console import Display
 from jobs.job_drivers import ensure_job_tables, mark_abandoned, record_driver
 from jobs.local_ray import local_pipeline_resources, local_ray_mode, using_head, worker_env_vars
+from jobs.read_tasks import task_size
 from manifests.clusters import ClusterSpec
 from tables.column_state import (
     UDF_VERSION_KEY,
@@ -576,6 +577,13 @@ def _job_rows(job: Any) -> tuple[int, int, int] | None:
     return int(metric.get("n") or 0), int(metric.get("total") or 0), int(failed)
 
 
+def _job_options(table: Any, where: str | None, opts: BackfillOptions, job_id: str) -> dict[str, Any]:
+    """The arguments of one geneva backfill job: its filter, workers, id and read tasks (whole fragments
+    where that costs no parallelism, :mod:`jobs.read_tasks`)."""
+    return {"where": where, "concurrency": opts.concurrency, "job_id": job_id,
+            "task_size": task_size(table, opts.concurrency)}
+
+
 def _run_watched(
     table: Any, col: str, where: str | None, opts: BackfillOptions, job_id: str, todo: int, display: Display,
     stage: Stage | None = None,
@@ -585,7 +593,7 @@ def _run_watched(
     unit = stage.progress_unit if stage is not None else None
     counter = counter_actor() if unit else None
     base = read_units(counter, stage.name) if counter is not None and stage is not None else None
-    job = table.backfill_async(col, where=where, concurrency=opts.concurrency, job_id=job_id)
+    job = table.backfill_async(col, **_job_options(table, where, opts, job_id))
     display.start(job_id, f"{table.name}.{col}", todo, inner_unit=unit if base is not None else None)
     try:
         while not job.done(timeout=2.0):
@@ -630,7 +638,7 @@ def _backfill_one(
         try:
             where = _where_for(missing_filter(table, col), opts)
             if display is None:
-                result = table.backfill(col, where=where, concurrency=opts.concurrency, job_id=job_id)
+                result = table.backfill(col, **_job_options(table, where, opts, job_id))
             else:
                 result = _run_watched(table, col, where, opts, job_id, rows - filled_before, display, stage)
             break
