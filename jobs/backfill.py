@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobs.console import Display
+from jobs.inline_driver import inline_drivers, wait_for
 from jobs.job_drivers import ensure_job_tables, mark_abandoned, record_driver
 from jobs.local_ray import local_pipeline_resources, local_ray_mode, using_head, worker_env_vars
 from jobs.read_tasks import task_size
@@ -261,9 +262,10 @@ def ray_session(
     On a ``ray`` or ``kuberay`` cluster the workers run the manifest of ``stage_names``
     (every stage environment when ``None``); manifests are never used on the local Ray. The
     local Ray is the warm one shared by successive commands (:mod:`jobs.local_ray`) unless
-    ``VW_LOCAL_RAY=per-command``.
+    ``VW_LOCAL_RAY=per-command``. On a local Ray each job's driver runs in this process
+    (:mod:`jobs.inline_driver`).
     """
-    from geneva._context import get_current_context
+    from geneva._context import LocalRayContext, get_current_context
 
     target = _check_cluster(cluster)
     if not target.is_local:
@@ -275,13 +277,15 @@ def ray_session(
         with cluster_session(target, _session_manifest(target, stage_names)):
             yield
         return
-    if get_current_context() is not None:
+    context = get_current_context()
+    if context is not None:
         # Already inside a Ray context (a notebook, a test session): reuse it.
-        yield
+        with inline_drivers(log) if isinstance(context, LocalRayContext) else contextlib.nullcontext():
+            yield
         return
     address = os.environ.get("RAY_ADDRESS")
     if address:
-        with joined_ray(address), conn.local_ray_context():
+        with joined_ray(address), conn.local_ray_context(), inline_drivers(log):
             yield
         return
     with local_pipeline_resources():
@@ -289,10 +293,11 @@ def ray_session(
             with using_head(log) as head:
                 log(f"local Ray: the warm head at {head.address} (started "
                     f"{_ago(time.time() - head.started)} ago; `vw ray stop` ends it)")
-                with joined_ray(head.address, env_vars=worker_env_vars()), conn.local_ray_context():
+                with (joined_ray(head.address, env_vars=worker_env_vars()), conn.local_ray_context(),
+                      inline_drivers(log)):
                     yield
             return
-        with conn.local_ray_context():
+        with conn.local_ray_context(), inline_drivers(log):
             yield
 
 
@@ -585,32 +590,38 @@ def _job_options(table: Any, where: str | None, opts: BackfillOptions, job_id: s
 
 
 def _run_watched(
-    table: Any, col: str, where: str | None, opts: BackfillOptions, job_id: str, todo: int, display: Display,
-    stage: Stage | None = None,
-) -> Any:
+    table: Any, col: str, where: str | None, opts: BackfillOptions, job_id: str, todo: int,
+    display: Display | None, stage: Stage | None = None,
+) -> None:
     """``table.backfill`` of ``col``, started asynchronously so that ``display`` shows its rows done
-    (and, for a stage with a ``progress_unit``, the frames done inside them)."""
-    unit = stage.progress_unit if stage is not None else None
+    (and, for a stage with a ``progress_unit``, the frames done inside them); without ``display``,
+    geneva's own progress bars. Raises the job's error."""
+    unit = stage.progress_unit if stage is not None and display is not None else None
     counter = counter_actor() if unit else None
     base = read_units(counter, stage.name) if counter is not None and stage is not None else None
     job = table.backfill_async(col, **_job_options(table, where, opts, job_id))
-    display.start(job_id, f"{table.name}.{col}", todo, inner_unit=unit if base is not None else None)
-    try:
-        while not job.done(timeout=2.0):
-            rows = _job_rows(job)
-            inner = None
-            if base is not None and stage is not None:
-                units = read_units(counter, stage.name)
-                inner = None if units is None else units - base
-            if rows is not None:
-                read, total, failed = rows
-                # Rows the filter skips are read at once: the rows still to read are the ones to compute.
-                display.update(job_id, max(0, todo - (total - read)), failed=failed, inner=inner)
-            elif inner is not None:
-                display.update(job_id, None, inner=inner)
-        result = job.result()
+    if display is None:
+        wait_for(job, job.future.status)
         table.checkout_latest()
-        return result
+        return
+    display.start(job_id, f"{table.name}.{col}", todo, inner_unit=unit if base is not None else None)
+
+    def poll() -> None:
+        rows = _job_rows(job)
+        inner = None
+        if base is not None and stage is not None:
+            units = read_units(counter, stage.name)
+            inner = None if units is None else units - base
+        if rows is not None:
+            read, total, failed = rows
+            # Rows the filter skips are read at once: the rows still to read are the ones to compute.
+            display.update(job_id, max(0, todo - (total - read)), failed=failed, inner=inner)
+        elif inner is not None:
+            display.update(job_id, None, inner=inner)
+
+    try:
+        wait_for(job, poll)
+        table.checkout_latest()
     finally:
         display.finish(job_id)
 
@@ -637,10 +648,7 @@ def _backfill_one(
             record_driver(conn, job_id, table.name, col)
         try:
             where = _where_for(missing_filter(table, col), opts)
-            if display is None:
-                result = table.backfill(col, **_job_options(table, where, opts, job_id))
-            else:
-                result = _run_watched(table, col, where, opts, job_id, rows - filled_before, display, stage)
+            _run_watched(table, col, where, opts, job_id, rows - filled_before, display, stage)
             break
         except Exception as err:
             if attempt == JOB_ATTEMPTS or not is_commit_conflict(err):
@@ -650,7 +658,6 @@ def _backfill_one(
             table.checkout_latest()
     seconds = time.monotonic() - start
     filled_after = _filled(table, col, scope, rows)
-    job_id = getattr(result, "job_id", None) or job_id
     errors = [e for e in recent_errors(table, col, limit=1000) if e["job_id"] == job_id]
     key = key_column(table.name)
     keys = row_keys(table, [e["row_address"] for e in errors[:5]], key)
