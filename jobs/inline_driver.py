@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from udfs.errors import check_choice
+from udfs.process_setting import ProcessSetting
 
 JobDriver = Literal["command", "task"]
 DRIVER_ENV = "VW_JOB_DRIVER"
@@ -105,8 +106,19 @@ def job_driver() -> JobDriver:
     return check_choice(os.environ.get(DRIVER_ENV, "command").strip() or "command", JobDriver, DRIVER_ENV)
 
 
-_lock = threading.Lock()
-_depth = 0
+def _swap_in() -> None:
+    from geneva.runners.ray import pipeline
+
+    setattr(pipeline, DRIVER_FUNCTION, InlineRemote(getattr(pipeline, DRIVER_FUNCTION)))
+
+
+def _swap_out() -> None:
+    from geneva.runners.ray import pipeline
+
+    setattr(pipeline, DRIVER_FUNCTION, getattr(pipeline, DRIVER_FUNCTION).original)
+
+
+_SETTING = ProcessSetting(_swap_in, _swap_out)
 
 
 @contextlib.contextmanager
@@ -116,9 +128,6 @@ def inline_drivers(log: Callable[[str], None] = print) -> Iterator[None]:
     Re-entrant and thread-safe (the stages of one command start their jobs from parallel threads);
     the original remote function is restored when the outermost block ends.
     """
-    global _depth
-    from geneva.runners.ray import pipeline
-
     if job_driver() == "task":
         yield
         return
@@ -127,17 +136,8 @@ def inline_drivers(log: Callable[[str], None] = print) -> Iterator[None]:
             "task (a new process per job)")
         yield
         return
-    with _lock:
-        if _depth == 0:
-            setattr(pipeline, DRIVER_FUNCTION, InlineRemote(getattr(pipeline, DRIVER_FUNCTION)))
-        _depth += 1
-    try:
+    with _SETTING.held():
         yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                setattr(pipeline, DRIVER_FUNCTION, getattr(pipeline, DRIVER_FUNCTION).original)
 
 
 def wait_for(job: Any, poll: Callable[[], None], interval_s: float = 2.0) -> None:

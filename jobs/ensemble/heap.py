@@ -18,11 +18,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pyarrow as pa
+
+from udfs.process_setting import ProcessSetting
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,6 @@ _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 _DEFAULT_MMAP_MAX = 65536
 _KEEP_BYTES = 1 << 30
 
-_lock = threading.Lock()
-_depth = 0
 _arrow_pool: pa.MemoryPool | None = None  # Arrow's pool before the outermost block
 
 
@@ -49,36 +48,41 @@ def _glibc() -> ctypes.CDLL | None:
 _LIBC = _glibc()
 
 
+def _retain() -> None:
+    global _arrow_pool
+    assert _LIBC is not None
+    _LIBC.mallopt(_M_MMAP_MAX, 0)
+    _LIBC.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
+    _arrow_pool = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    log.debug("malloc keeps freed memory in the heap; Arrow allocates with malloc")
+
+
+def _release() -> None:
+    global _arrow_pool
+    assert _LIBC is not None
+    if _arrow_pool is not None:
+        pa.set_memory_pool(_arrow_pool)
+        _arrow_pool = None
+    _LIBC.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+    _LIBC.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    _LIBC.malloc_trim(0)
+
+
+_SETTING = ProcessSetting(_retain, _release)
+
+
 @contextmanager
 def retained_heap() -> Iterator[None]:
     """Within the block, ``malloc`` keeps freed memory for reuse instead of unmapping it (see
     the module docstring); nested and concurrent uses share one setting."""
-    global _depth, _arrow_pool
     if _LIBC is None:
         yield
         return
-    with _lock:
-        if _depth == 0:
-            _LIBC.mallopt(_M_MMAP_MAX, 0)
-            _LIBC.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
-            _arrow_pool = pa.default_memory_pool()
-            pa.set_memory_pool(pa.system_memory_pool())
-            log.debug("malloc keeps freed memory in the heap; Arrow allocates with malloc")
-        _depth += 1
-    try:
+    with _SETTING.held():
         yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                if _arrow_pool is not None:
-                    pa.set_memory_pool(_arrow_pool)
-                    _arrow_pool = None
-                _LIBC.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
-                _LIBC.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
-                _LIBC.malloc_trim(0)
 
 
 def heap_retained() -> bool:
     """Whether a :func:`retained_heap` block is active (always False without glibc)."""
-    return _depth > 0
+    return _SETTING.active
