@@ -172,9 +172,15 @@ def test_cache_never_exceeds_its_limit(gcs_db: str, media, tmp_path: Path) -> No
     peak = [0]
     stop = threading.Event()
 
+    def size(entry: os.DirEntry[str]) -> int:
+        try:
+            return entry.stat().st_size if entry.is_file() else 0
+        except FileNotFoundError:  # a part file renamed (or an object evicted) since the scan listed it
+            return 0
+
     def watch() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], sum(e.stat().st_size for e in os.scandir(cache_dir) if e.is_file()))
+            peak[0] = max(peak[0], sum(size(e) for e in os.scandir(cache_dir)))
             time.sleep(0.002)
 
     ds = ClipDataset(gcs_db, num_frames=2, cache_dir=str(cache_dir), cache_bytes=limit, prefetch=4,
