@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jobs.console import Display
-from jobs.inline_driver import inline_drivers, wait_for
+from jobs.inline_driver import inline_drivers, job_driver, wait_for
 from jobs.job_drivers import ensure_job_tables, mark_abandoned, record_driver
 from jobs.local_ray import local_pipeline_resources, local_ray_mode, using_head, worker_env_vars
 from jobs.read_tasks import task_size
@@ -370,6 +370,9 @@ def run_backfill(
     rows done while it runs (:mod:`jobs.console`); without it, geneva shows its own progress.
     """
     resolve_profile(opts.profile)  # validates the setting
+    # Settings read once a Ray session starts: a bad value is refused before anything is written.
+    job_driver()
+    local_ray_mode()
     target = _check_cluster(cluster)
     stages: list[Stage] = []
     for c in columns:

@@ -440,6 +440,20 @@ def test_unknown_models_and_profiles(synthetic: dict, monkeypatch: pytest.Monkey
     assert "frame_features_times" not in open_videos(conn, create=False).schema.names
 
 
+def test_bad_ray_settings_are_refused_before_anything_is_written(synthetic: dict,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    db, conn = synthetic["db"], synthetic["conn"]
+    before = _versions(conn)
+    for name, value, problem in [("VW_JOB_DRIVER", "thread", "VW_JOB_DRIVER must be one of command, task"),
+                                 ("VW_LOCAL_RAY", "shared", "VW_LOCAL_RAY must be one of warm, per-command")]:
+        with monkeypatch.context() as env:
+            env.setenv(name, value)
+            res = run_cli("backfill", "frame_features", "--models", "tiny", "--db", db)
+        assert res.code == 2 and problem in res.err and repr(value) in res.err, (name, res.text)
+    assert _versions(conn) == before
+    assert "frame_features_times" not in open_videos(conn, create=False).schema.names
+
+
 def test_query_vectors_of_the_wrong_size(synthetic: dict, tmp_path: Path) -> None:
     db = synthetic["db"]
     npy = tmp_path / "q.npy"
