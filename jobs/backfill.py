@@ -370,6 +370,8 @@ def run_backfill(
     rows done while it runs (:mod:`jobs.console`); without it, geneva shows its own progress.
     """
     resolve_profile(opts.profile)  # validates the setting
+    if opts.concurrency < 1:
+        raise BackfillError(f"--concurrency must be at least 1 (workers per job), got {opts.concurrency}")
     # Settings read once a Ray session starts: a bad value is refused before anything is written.
     job_driver()
     local_ray_mode()

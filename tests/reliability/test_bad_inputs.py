@@ -440,7 +440,7 @@ def test_unknown_models_and_profiles(synthetic: dict, monkeypatch: pytest.Monkey
     assert "frame_features_times" not in open_videos(conn, create=False).schema.names
 
 
-def test_bad_ray_settings_are_refused_before_anything_is_written(synthetic: dict,
+def test_bad_ray_settings_and_worker_counts_are_refused_before_anything_is_written(synthetic: dict,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     db, conn = synthetic["db"], synthetic["conn"]
     before = _versions(conn)
@@ -450,6 +450,8 @@ def test_bad_ray_settings_are_refused_before_anything_is_written(synthetic: dict
             env.setenv(name, value)
             res = run_cli("backfill", "frame_features", "--models", "tiny", "--db", db)
         assert res.code == 2 and problem in res.err and repr(value) in res.err, (name, res.text)
+    res = run_cli("backfill", "frame_features", "--models", "tiny", "--concurrency", "0", "--db", db)
+    assert res.code == 2 and "--concurrency must be at least 1 (workers per job), got 0" in res.err, res.text
     assert _versions(conn) == before
     assert "frame_features_times" not in open_videos(conn, create=False).schema.names
 
